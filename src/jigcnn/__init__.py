@@ -1,0 +1,3 @@
+"""jigcnn: IgNet in JAX -- pure CNN layer functions whose gradients exist twice."""
+
+__version__ = "0.1.0"
