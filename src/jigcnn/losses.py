@@ -1,0 +1,85 @@
+"""Losses (mean over the batch): MAE, MSE, softmax and plain cross-entropy, binary CE, NLL."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+
+
+def _check_same_shape(name, pred, target):
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: predictions {pred.shape} and targets {target.shape} must have the same shape")
+
+
+def mae(pred, target):
+    """Mean absolute error over every element (a matrix of output neurons is fine)."""
+    _check_same_shape("mae", pred, target)
+    return jnp.mean(jnp.abs(pred - target))
+
+
+def mse(pred, target):
+    """Mean squared error over every element."""
+    _check_same_shape("mse", pred, target)
+    return jnp.mean(jnp.square(pred - target))
+
+
+def one_hot_targets(labels, num_classes: int, dtype):
+    """Integer labels (N,) -> one-hot (N, K); one-hot (N, K) passes through."""
+    if labels.ndim == 1:
+        return jax_one_hot(labels, num_classes, dtype)
+    if labels.shape[-1] != num_classes:
+        raise ValueError(f"one-hot targets have {labels.shape[-1]} classes, the outputs {num_classes}")
+    return labels.astype(dtype)
+
+
+def jax_one_hot(labels, num_classes, dtype):
+    """One-hot encoding of integer labels."""
+    return (labels[:, None] == jnp.arange(num_classes)[None, :]).astype(dtype)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Cross-entropy of softmax(logits) against integer labels (N,) or one-hot / soft targets (N, K)."""
+    if labels.ndim == 1:
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
+    _check_same_shape("softmax_cross_entropy", logits, labels)
+    return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+
+
+def cross_entropy(probs, labels):
+    """Cross-entropy -mean(sum t log p) of probabilities (a net ending in softmax, as IgNet's)."""
+    t = one_hot_targets(labels, probs.shape[-1], probs.dtype)
+    tiny = jnp.finfo(probs.dtype).tiny
+    return -jnp.mean(jnp.sum(t * jnp.log(jnp.maximum(probs, tiny)), axis=-1))
+
+
+def nll(log_probs, labels):
+    """Negative log-likelihood of log-probabilities (a net ending in log-softmax)."""
+    t = one_hot_targets(labels, log_probs.shape[-1], log_probs.dtype)
+    return -jnp.mean(jnp.sum(t * log_probs, axis=-1))
+
+
+def binary_cross_entropy(logits, targets):
+    """Sigmoid binary cross-entropy on logits, mean over every element."""
+    _check_same_shape("binary_cross_entropy", logits, targets)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets.astype(logits.dtype)))
+
+
+LOSSES = {
+    "mae": mae,
+    "mse": mse,
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "cross_entropy": cross_entropy,
+    "nll": nll,
+    "binary_cross_entropy": binary_cross_entropy,
+}
+
+
+def get_loss(name: str):
+    """The loss function called `name`."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+__all__ = ["mae", "mse", "softmax_cross_entropy", "cross_entropy", "nll", "binary_cross_entropy", "get_loss", "LOSSES"]

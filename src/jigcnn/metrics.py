@@ -1,0 +1,33 @@
+"""Metrics: accuracy, MAPE, MAE and the confusion matrix."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def class_indices(labels):
+    """Integer class labels from integer (N,) or one-hot (N, K) labels."""
+    return labels.astype(jnp.int32) if labels.ndim == 1 else jnp.argmax(labels, axis=-1)
+
+
+def accuracy(outputs, labels):
+    """Fraction of samples whose arg-max output is the label (integer or one-hot labels)."""
+    return jnp.mean(jnp.argmax(outputs, axis=-1) == class_indices(labels))
+
+
+def mape(pred, target):
+    """Mean absolute percentage error, in percent: 100 * mean(|pred - target| / |target|)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"mape: predictions {pred.shape} and targets {target.shape} must have the same shape")
+    return 100.0 * jnp.mean(jnp.abs(pred - target) / jnp.abs(target))
+
+
+def mean_absolute_error(pred, target):
+    """Mean absolute error (a metric alias of the MAE loss)."""
+    return jnp.mean(jnp.abs(pred - target))
+
+
+def confusion_matrix(predicted, labels, num_classes: int):
+    """(K, K) counts, row = true class, column = predicted; `predicted` is indices (N,) or outputs (N, K)."""
+    idx = class_indices(labels) * num_classes + class_indices(predicted)
+    return jnp.bincount(idx, length=num_classes * num_classes).reshape(num_classes, num_classes)

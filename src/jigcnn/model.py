@@ -1,0 +1,132 @@
+"""A sequential model: layers keyed by name, shape inference without data, and a summary table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from jigcnn.layers.base import Layer
+
+
+def _auto_names(layers: Sequence[Layer]) -> tuple[Layer, ...]:
+    """Give each unnamed layer the name `<kind><position>` (1-based); reject duplicates."""
+    named = []
+    for i, layer in enumerate(layers, start=1):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential: item {i} is not a Layer: {layer!r}")
+        named.append(layer if layer.name else dataclasses.replace(layer, name=f"{layer.kind}{i}"))
+    names = [layer.name for layer in named]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Sequential: layer names must be unique, repeated: {dupes}")
+    return tuple(named)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequential:
+    """Layers applied in order; params and state are dicts keyed by layer name.
+
+    `input_shape` is per sample, e.g. (58, 36, 1); it may also be given to `init`.
+    """
+
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...] | None = None
+
+    def __init__(self, layers: Sequence[Layer], input_shape: Sequence[int] | None = None):
+        object.__setattr__(self, "layers", _auto_names(layers))
+        object.__setattr__(self, "input_shape", None if input_shape is None else tuple(int(s) for s in input_shape))
+        if self.input_shape is not None:
+            self.shapes()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Layer names in order."""
+        return tuple(layer.name for layer in self.layers)
+
+    def __getitem__(self, name: str) -> Layer:
+        """The layer called `name`."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}; layers: {list(self.names)}")
+
+    def _shape(self, input_shape):
+        shape = self.input_shape if input_shape is None else tuple(int(s) for s in input_shape)
+        if shape is None:
+            raise ValueError("Sequential: no input shape: pass input_shape to the model or to this call")
+        return shape
+
+    def shapes(self, input_shape=None) -> list[tuple[int, ...]]:
+        """Per-sample shapes: the input's, then each layer's output (no data needed)."""
+        shapes = [self._shape(input_shape)]
+        for layer in self.layers:
+            shapes.append(tuple(layer.output_shape(shapes[-1])))
+        return shapes
+
+    def init(self, key, input_shape=None, dtype=np.float32):
+        """Draw (params, state): dicts keyed by layer name (layers without any are left out)."""
+        shapes = self.shapes(input_shape)
+        keys = jax.random.split(key, len(self.layers))
+        params, state = {}, {}
+        for layer, k, shape in zip(self.layers, keys, shapes[:-1]):
+            _, p, s = layer.init(k, shape, dtype)
+            if p:
+                params[layer.name] = p
+            if s:
+                state[layer.name] = s
+        return params, state
+
+    def layer_keys(self, key):
+        """One PRNG key per layer (None everywhere when `key` is None)."""
+        if key is None:
+            return [None] * len(self.layers)
+        return list(jax.random.split(key, len(self.layers)))
+
+    def apply(self, params, state, x, *, train: bool = False, key=None):
+        """Run the batch `x` through every layer; returns (output, new_state)."""
+        new_state = {}
+        for layer, k in zip(self.layers, self.layer_keys(key)):
+            x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, key=k)
+            if s:
+                new_state[layer.name] = s
+        return x, new_state
+
+    def __call__(self, params, state, x, *, train: bool = False, key=None):
+        """Alias of `apply`."""
+        return self.apply(params, state, x, train=train, key=key)
+
+    def param_counts(self, input_shape=None) -> list[tuple[str, str, tuple, int, int]]:
+        """Rows (name, kind, output shape, trainable, non-trainable), computed without drawing weights."""
+        shapes = self.shapes(input_shape)
+        rows = []
+        for layer, shape_in, shape_out in zip(self.layers, shapes[:-1], shapes[1:]):
+            _, p, s = jax.eval_shape(lambda k, lyr=layer, sh=shape_in: lyr.init(k, sh), jax.random.key(0))
+            non_trainable = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(s))
+            rows.append((layer.name, type(layer).__name__, shape_out, layer.trainable_count(p), non_trainable))
+        return rows
+
+    def count_params(self, input_shape=None) -> tuple[int, int]:
+        """(trainable, non-trainable) totals."""
+        rows = self.param_counts(input_shape)
+        return sum(r[3] for r in rows), sum(r[4] for r in rows)
+
+    def summary(self, input_shape=None, *, print_fn=print) -> str:
+        """Print (and return) each layer's output shape and trainable / non-trainable counts."""
+        rows = self.param_counts(input_shape)
+        header = ("layer", "type", "output shape", "trainable", "non-trainable")
+        body = [(n, k, str(s), f"{t:,}", f"{nt:,}") for n, k, s, t, nt in rows]
+        widths = [max(len(r[i]) for r in [header] + body) for i in range(5)]
+        line = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+        rule = "-" * len(line(header))
+        t, nt = sum(r[3] for r in rows), sum(r[4] for r in rows)
+        text = "\n".join(
+            [f"input shape: {self._shape(input_shape)}", rule, line(header), rule]
+            + [line(r) for r in body]
+            + [rule, f"total params: {t + nt:,}  (trainable {t:,}, non-trainable {nt:,})"]
+        )
+        if print_fn is not None:
+            print_fn(text)
+        return text
