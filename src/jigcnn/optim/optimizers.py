@@ -1,0 +1,187 @@
+"""Optimisers by name from a config, and what learns: bias exclusion, freezing layers by name.
+
+The paper used plain gradient descent, Momentum and Nesterov; the other seeds
+add Adam, AdaGrad and RMSProp. All come from optax.
+
+Freezing is done with optax's partitioning (``optax.partition`` with
+``optax.set_to_zero()`` for the frozen group): frozen arrays never reach the
+wrapped optimizer (no optimizer state for them, no weight decay) and their
+update is exactly zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Iterable
+
+import jax
+import optax
+from optax.transforms import MaskedNode
+
+from jigcnn.optim.select import Where, _is_masked_node, biases_only, path_names, resolve_where
+
+# name -> (optax factory, fixed kwargs, allowed hyper-parameters, defaults)
+_OPTIMIZERS: dict[str, tuple[Any, dict, tuple[str, ...], dict]] = {
+    "sgd": (optax.sgd, {}, ("learning_rate",), {}),
+    "momentum": (optax.sgd, {"nesterov": False}, ("learning_rate", "momentum"), {"momentum": 0.9}),
+    "nesterov": (optax.sgd, {"nesterov": True}, ("learning_rate", "momentum"), {"momentum": 0.9}),
+    "adam": (optax.adam, {}, ("learning_rate", "b1", "b2", "eps", "eps_root"), {}),
+    "adamw": (optax.adamw, {}, ("learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"), {}),
+    "adagrad": (optax.adagrad, {}, ("learning_rate", "initial_accumulator_value", "eps"), {}),
+    "rmsprop": (
+        optax.rmsprop,
+        {},
+        (
+            "learning_rate",
+            "decay",
+            "eps",
+            "initial_scale",
+            "eps_in_sqrt",
+            "centered",
+            "momentum",
+            "nesterov",
+            "bias_correction",
+        ),
+        {},
+    ),
+}
+_ALIASES = {"gd": "sgd", "plain": "sgd", "nag": "nesterov"}
+
+OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
+
+
+def _config_dict(config) -> dict:
+    if isinstance(config, Mapping):
+        return dict(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    raise TypeError(
+        f"optimizer config must be a mapping or a dataclass instance, got {type(config).__name__}"
+    )
+
+
+def optimizer_hyperparameters(name: str) -> tuple[str, ...]:
+    """The hyper-parameters accepted for optimizer ``name``."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZER_NAMES)}")
+    return _OPTIMIZERS[key][2]
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """The optax optimizer named by ``config["name"]`` with the config's hyper-parameters.
+
+    ``config`` is a mapping or dataclass, e.g. ``{"name": "nesterov",
+    "learning_rate": 0.01, "momentum": 0.9}``. Names: sgd (plain gradient
+    descent; aliases gd, plain), momentum, nesterov (alias nag), adam, adamw,
+    adagrad, rmsprop. ``learning_rate`` is required and may be an optax
+    schedule. Entries set to None are ignored (optax's default is used);
+    ``momentum`` defaults to 0.9 for momentum/nesterov.
+    """
+    cfg = {k: v for k, v in _config_dict(config).items() if v is not None}
+    if "name" not in cfg:
+        raise ValueError(f"optimizer config needs a 'name', one of {list(OPTIMIZER_NAMES)}")
+    name = cfg.pop("name")
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer name must be a string, got {name!r}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZER_NAMES)}")
+    factory, fixed, allowed, defaults = _OPTIMIZERS[key]
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown hyper-parameter(s) {unknown} for optimizer {key!r}; allowed: {list(allowed)}"
+        )
+    if "learning_rate" not in cfg:
+        raise ValueError(f"optimizer {key!r} needs a learning_rate (a float or an optax schedule)")
+    kwargs = {**defaults, **cfg, **fixed}
+    return factory(**kwargs)
+
+
+def _check_layers(names: Iterable[str], tree, who: str) -> None:
+    have = set(tree.keys()) if isinstance(tree, Mapping) else set()
+    missing = sorted(set(names) - have)
+    if missing:
+        raise ValueError(f"{who}: no layer(s) {missing} in the params; layers are {sorted(have)}")
+
+
+def freeze(tx: optax.GradientTransformation, where: Where) -> optax.GradientTransformation:
+    """Wrap ``tx`` so the arrays selected by ``where`` get zero updates (``optax.partition`` + ``set_to_zero``)."""
+
+    def labels(tree):
+        sel = resolve_where(where, tree)
+        return jax.tree.map(lambda frozen: "frozen" if frozen else "train", sel)
+
+    return optax.partition({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def freeze_layers(tx: optax.GradientTransformation, names: Iterable[str]) -> optax.GradientTransformation:
+    """Wrap ``tx`` so every array of the layers ``names`` gets zero updates; ``names=()`` freezes nothing.
+
+    Unfreeze by building ``freeze_layers(base_tx, other_names)`` and either
+    re-initialising its state from the current params or moving the old state
+    over with :func:`carry_state`.
+    """
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+
+    def labels(tree):
+        _check_layers(names, tree, "freeze_layers")
+        sel = jax.tree_util.tree_map_with_path(lambda p, _: path_names(p)[0] in names, tree)
+        return jax.tree.map(lambda frozen: "frozen" if frozen else "train", sel)
+
+    return optax.partition({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def exclude_biases(
+    tx: optax.GradientTransformation, layers: Iterable[str] | None = None
+) -> optax.GradientTransformation:
+    """Wrap ``tx`` so the biases (of all layers, or of ``layers``) do not learn."""
+    if isinstance(layers, str):
+        layers = (layers,)
+    names = None if layers is None else tuple(layers)
+
+    def labels(tree):
+        if names is not None:
+            _check_layers(names, tree, "exclude_biases")
+
+        def frozen(path, leaf):
+            return biases_only(path, leaf) and (names is None or path_names(path)[0] in names)
+
+        sel = jax.tree_util.tree_map_with_path(frozen, tree)
+        return jax.tree.map(lambda f: "frozen" if f else "train", sel)
+
+    return optax.partition({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def carry_state(old_state, new_state):
+    """``new_state`` with every array that also exists (same shape and dtype) in ``old_state`` carried over.
+
+    For unfreezing: ``carry_state(old_state, new_tx.init(params))`` keeps the
+    step count (so schedules go on) and the moments of the arrays that learned
+    before; newly unfrozen arrays start with fresh (zero) optimizer state.
+    Both states must come from the same base optimizer wrapped the same way.
+    """
+
+    def pick(new, old):
+        if isinstance(new, MaskedNode) or isinstance(old, MaskedNode):
+            return new
+        if (
+            hasattr(new, "shape")
+            and hasattr(old, "shape")
+            and new.shape == old.shape
+            and new.dtype == old.dtype
+        ):
+            return old
+        return new
+
+    try:
+        return jax.tree.map(pick, new_state, old_state, is_leaf=_is_masked_node)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            "carry_state: the two optimizer states have different structures; build both "
+            f"from the same base optimizer and wrappers ({e})"
+        ) from None
