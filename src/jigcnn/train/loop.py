@@ -1,0 +1,317 @@
+"""The epoch loop: shuffled mini-batches, evaluation, history, progress bar, divergence, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jigcnn.grad import resolve_loss
+from jigcnn.train import checkpoint as ckpt
+from jigcnn.train.step import make_epoch_fn, make_eval_fn, resolve_metrics
+from jigcnn.train.stopping import PaperStopping, Patience  # noqa: F401  (re-exported for convenience)
+
+
+class History:
+    """Per-epoch records (dicts of floats: epoch, train_/test_/val_ metrics, time, wall_time).
+
+    ``history["val_loss"]`` is the list of that metric over the epochs;
+    ``history.records`` the list of per-epoch dicts.
+    """
+
+    def __init__(self, records: Sequence[dict] | None = None):
+        self.records: list[dict] = [dict(r) for r in records or ()]
+
+    def append(self, record: dict) -> None:
+        self.records.append(dict(record))
+
+    def __getitem__(self, name: str) -> list:
+        return [r.get(name) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def keys(self) -> list[str]:
+        seen = {}
+        for r in self.records:
+            seen.update(dict.fromkeys(r))
+        return list(seen)
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: self[k] for k in self.keys()}
+
+    @property
+    def last(self) -> dict:
+        return self.records[-1] if self.records else {}
+
+    def metrics(self, exclude=("time", "wall_time")) -> list[dict]:
+        """The records without the timing entries (what must match between identical runs)."""
+        return [{k: v for k, v in r.items() if k not in exclude} for r in self.records]
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, keys={self.keys()})"
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    params: Any
+    state: Any
+    opt_state: Any
+    history: History
+    stopped_reason: str
+    metrics: dict  # final test_/val_ metrics of the returned params
+    best_epoch: int | None = None
+    epochs_run: int = 0
+
+
+class DivergenceError(FloatingPointError):
+    """A non-finite loss or gradient stopped training; ``.result`` holds the last good state."""
+
+    def __init__(self, message: str, result: FitResult | None = None, epoch: int | None = None,
+                 step: int | None = None, layers: Sequence[str] = ()):
+        super().__init__(message)
+        self.result, self.epoch, self.step, self.layers = result, epoch, step, tuple(layers)
+
+
+def _as_xy(data, name):
+    if data is None:
+        return None
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError(f"{name} must be an (x, y) pair, got {type(data).__name__}")
+    x, y = jnp.asarray(data[0]), jnp.asarray(data[1])
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{name}: {x.shape[0]} inputs but {y.shape[0]} targets")
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.float32:
+        x = x.astype(jnp.float32)
+    return x, y
+
+
+def default_monitor(metrics, has_val: bool, has_test: bool) -> str:
+    """``val_<first metric>`` (or ``val_loss``); test, then train when there is no validation part."""
+    prefix = "val" if has_val else "test" if has_test else "train"
+    names = [n for n, _ in resolve_metrics(metrics)]
+    return f"{prefix}_{names[0] if names else 'loss'}"
+
+
+def _progress_bar(progress, total, initial):
+    if not progress:
+        return None
+    if progress != "always" and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True, leave=True)
+
+
+def _describe_bad(stats, epoch) -> tuple[str, int, list[str]]:
+    step = int(stats["bad_step"])
+    layers = sorted(k for k, v in stats["bad_grad_finite"].items() if not bool(v))
+    parts = []
+    if not bool(stats["bad_loss_finite"]):
+        parts.append("the loss is non-finite")
+    if layers:
+        parts.append(f"non-finite gradient in layer(s) {', '.join(layers)}")
+    msg = (f"training diverged at epoch {epoch}, step {step} (0-based within the epoch): "
+           f"{'; '.join(parts) or 'non-finite values'}; params kept at their last good values"
+           " (the step was not applied)")
+    return msg, step, layers
+
+
+def fit(model, params, state, optimizer: optax.GradientTransformation, train, test=None, validation=None, *,
+        epochs: int | None = None, batch_size: int = 32, key, loss, metrics=("accuracy",), stopping=None,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress=True,
+        augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
+        opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
+        on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024) -> FitResult:
+    """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
+
+    * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
+      :class:`PaperStopping`); each shuffles with ``jax.random.fold_in(key, epoch)``
+      and runs ``n // batch_size`` full mini-batches (the partial last batch is
+      dropped) in one compiled ``lax.scan``.
+    * ``history``: per epoch, ``train_loss`` and ``train_<metric>`` (means over the
+      epoch's steps), ``test_*``, ``val_*``, ``time`` (s) and ``wall_time``.
+    * ``stopping``: :class:`PaperStopping` / :class:`Patience` / None; monitors
+      ``stopping.monitor`` or :func:`default_monitor`.
+    * Divergence: a non-finite loss or gradient stops the run; with
+      ``on_divergence="raise"`` a :class:`DivergenceError` (``.result`` = last good
+      state), with ``"stop"`` the result with ``stopped_reason`` set. The epoch's
+      checkpoint is not written, so the last good checkpoint stays on disk.
+    * ``checkpoint_dir``: a checkpoint after every epoch (atomic); ``resume=True``
+      continues from it (refused if written for another model/config).
+    * ``mesh``: a ``jax.sharding.Mesh`` with a ``"data"`` axis: batches sharded
+      over it, params replicated (data parallelism; ``batch_size`` must divide).
+    * ``progress``: a tqdm bar over epochs when stderr is a TTY (``"always"``
+      forces it, False turns it off).
+    """
+    loss_name, _ = resolve_loss(loss)
+    metric_fns = resolve_metrics(metrics)
+    metric_names = [n for n, _ in metric_fns]
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+    train, test, validation = _as_xy(train, "train"), _as_xy(test, "test"), _as_xy(validation, "validation")
+    n_train = int(train[0].shape[0])
+    if n_train < 1:
+        raise ValueError("fit: empty training set")
+    max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
+    if max_epochs is None:
+        raise ValueError("fit: give epochs= or a stopping rule with max_epochs")
+    if stopping is not None and getattr(stopping, "max_epochs", None):
+        max_epochs = min(max_epochs, stopping.max_epochs)
+    monitor = None
+    if stopping is not None:
+        monitor = stopping.monitor or default_monitor(metrics, validation is not None, test is not None)
+
+    batch_sharding = rep = None
+    if mesh is not None:
+        from jigcnn.train.parallel import batch_sharding as _bs, replicated
+
+        batch_sharding, rep = _bs(mesh), replicated(mesh)
+        if min(batch_size, n_train) % mesh.size:
+            raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh")
+
+    epoch_fn = jax.jit(make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
+                                     dropconnect=dropconnect, metrics=metrics, augment=augment,
+                                     batch_sharding=batch_sharding), donate_argnums=(0, 2))
+    eval_fn = jax.jit(make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size,
+                                   batch_sharding=batch_sharding))
+
+    def put(tree):
+        return jax.device_put(tree, rep) if rep is not None else tree
+
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    params, state, opt_state = put(params), put(state), put(opt_state)
+    parts = {"train": train, "test": test, "val": validation}
+    data = {k: (put(v[0]), put(v[1]), jnp.arange(v[0].shape[0], dtype=jnp.int32), v[0].shape[0])
+            for k, v in parts.items() if v is not None}
+
+    run_config = {"loss": loss_name or repr(loss), "metrics": metric_names, "batch_size": batch_size,
+                  "grad_method": grad_method, "stopping": repr(stopping), "monitor": monitor,
+                  "key": np.asarray(jax.random.key_data(key)).tolist(), "n_train": n_train,
+                  "augment": augment is not None, **(config or {})}
+    fp, desc = ckpt.fingerprint(model, run_config)
+    ckpt_path = os.path.join(os.fspath(checkpoint_dir), ckpt.CHECKPOINT_NAME) if checkpoint_dir else None
+    restore_best = bool(getattr(stopping, "restore_best", False))
+
+    history = History()
+    stop_state = stopping.init() if stopping is not None else None
+    best_params = best_state = None
+    best_epoch = None
+    start_epoch = 1
+    stopped_reason = None
+    wall_offset = 0.0
+
+    def ckpt_tree():
+        tree = {"params": params, "state": state, "opt_state": opt_state}
+        if restore_best:
+            tree["best"] = {"params": best_params if best_params is not None else params,
+                            "state": best_state if best_state is not None else state}
+        return tree
+
+    if resume and ckpt_path and os.path.exists(ckpt_path):
+        tree, meta = ckpt.load(ckpt_path, ckpt_tree(), fingerprint=fp, description=desc)
+        params, state, opt_state = put(tree["params"]), put(tree["state"]), put(tree["opt_state"])
+        if restore_best and meta.get("best_epoch") is not None:
+            best_params, best_state = put(tree["best"]["params"]), put(tree["best"]["state"])
+        history = History(meta["history"])
+        stop_state, best_epoch = meta.get("stop_state"), meta.get("best_epoch")
+        start_epoch = int(meta["epoch"]) + 1
+        stopped_reason = meta.get("stopped_reason")
+        wall_offset = float(history.last.get("wall_time", 0.0)) if len(history) else 0.0
+    elif resume and ckpt_path is None:
+        raise ValueError("fit: resume=True needs checkpoint_dir")
+
+    def copy(tree):
+        return jax.tree.map(jnp.copy, tree)
+
+    bar = _progress_bar(progress, max_epochs, start_epoch - 1) if stopped_reason is None else None
+    t_start = time.perf_counter()
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, max_epochs + 1):
+            if stopped_reason is not None:
+                break
+            t0 = time.perf_counter()
+            x, y, rows, n = data["train"]
+            ekey = jax.random.fold_in(key, epoch)
+            params, state, opt_state, stats = epoch_fn(params, state, opt_state, x, y, rows, jnp.int32(n), ekey,
+                                                       jnp.array(True))
+            evals = {p: eval_fn(params, state, d[0], d[1], d[2], jnp.int32(d[3]))
+                     for p, d in data.items() if p != "train"}
+            stats, evals = jax.device_get((stats, evals))
+            if int(stats["bad_step"]) >= 0:
+                msg, step, layers = _describe_bad(stats, epoch)
+                stopped_reason = msg
+                result = _finish(params, state, opt_state, history, msg, best_params, best_state, best_epoch,
+                                 restore_best, data, eval_fn, epoch - 1)
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                if on_divergence == "raise":
+                    raise DivergenceError(msg + (f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""),
+                                          result, epoch, step, layers)
+                return result
+            record = {"epoch": epoch, "train_loss": float(stats["loss"])}
+            record.update({f"train_{m}": float(stats[m]) for m in metric_names})
+            record["train_steps"] = int(stats["steps"])
+            for p, ev in evals.items():
+                record.update({f"{p}_{k}": float(v) for k, v in ev.items()})
+            dt = time.perf_counter() - t0
+            record["time"] = dt
+            record["wall_time"] = wall_offset + time.perf_counter() - t_start
+            history.append(record)
+            if stopping is not None:
+                if monitor not in record:
+                    raise ValueError(f"fit: stopping monitors {monitor!r}, not in the history keys {sorted(record)}")
+                stop_state, decision = stopping.update(stop_state, epoch, record[monitor], monitor)
+                if decision.improved:
+                    best_epoch = epoch
+                    if restore_best:
+                        best_params, best_state = copy(params), copy(state)
+                if decision.stop:
+                    stopped_reason = decision.reason
+            if stopped_reason is None and epoch >= max_epochs:
+                stopped_reason = f"completed {max_epochs} epochs"
+            if ckpt_path:
+                tree = ckpt_tree()
+                ckpt.save(ckpt_path, tree, {"epoch": epoch, "history": history.records, "stop_state": stop_state,
+                                            "best_epoch": best_epoch, "stopped_reason": stopped_reason},
+                          fingerprint=fp, description=desc)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                                 if k.endswith(("loss", "accuracy", "mape", "mae")) and not k.startswith("train_")})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    finally:
+        if bar is not None:
+            bar.close()
+    if stopped_reason is None:
+        stopped_reason = f"completed {max_epochs} epochs"
+    return _finish(params, state, opt_state, history, stopped_reason, best_params, best_state, best_epoch,
+                   restore_best, data, eval_fn, len(history))
+
+
+def _finish(params, state, opt_state, history, reason, best_params, best_state, best_epoch, restore_best, data,
+            eval_fn, epochs_run) -> FitResult:
+    if restore_best and best_params is not None:
+        params, state = best_params, best_state
+    final = {}
+    for p, d in data.items():
+        if p == "train":
+            continue
+        ev = jax.device_get(eval_fn(params, state, d[0], d[1], d[2], jnp.int32(d[3])))
+        final.update({f"{p}_{k}": float(v) for k, v in ev.items()})
+    return FitResult(params, state, opt_state, history, reason, final, best_epoch, epochs_run)

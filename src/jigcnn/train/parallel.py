@@ -1,0 +1,250 @@
+"""Parallel training: all folds (or seeds) in one compiled program, and data parallelism over devices.
+
+**Folds under vmap.** :func:`fit_folds_vmapped` stacks the k folds' params,
+model states and optimizer states along a leading axis and runs the *same*
+pure epoch function as :func:`jigcnn.train.fit` under ``jax.vmap``: one compiled
+program trains every fold. Folds of unequal size are padded to the longest
+fold: each fold shuffles only its own rows (:func:`jigcnn.train.step.epoch_order`
+is prefix-consistent, so the order equals the fold's order on its own) and runs
+its own ``n_f // batch_size`` steps; the extra steps of shorter folds are
+masked (not applied). Evaluation masks padded rows. Stopping rules run on the
+host once per epoch per fold; a stopped (or diverged) fold stays frozen while the
+others go on. The result matches training the folds one after another within
+float tolerance (vmap may reorder reductions).
+
+**Data parallelism.** A ``jax.sharding.Mesh`` with one ``"data"`` axis; batches
+are sharded along it (``NamedSharding(mesh, P("data"))``), params and optimizer
+state replicated (``P()``); ``jax.jit`` compiles one SPMD program and inserts
+the gradient all-reduce. Multi-host: call ``jax.distributed.initialize()`` on
+every host first, then build the mesh over ``jax.devices()`` (all hosts'
+devices) -- see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jigcnn.train.loop import History, _progress_bar, default_monitor
+from jigcnn.train.step import make_epoch_fn, make_eval_fn, make_update, resolve_metrics
+
+# ---------------------------------------------------------------- data parallelism
+
+
+def make_mesh(devices=None, axis: str = "data") -> Mesh:
+    """A 1-D mesh over ``devices`` (default: every device, all hosts') with axis ``axis``."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.array(devices), (axis,))
+
+
+def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
+    """Leading (batch) axis split over ``axis``, the rest replicated."""
+    return NamedSharding(mesh, P(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(x, mesh: Mesh, axis: str = "data"):
+    """Place a batch on the mesh, split along its first axis (its size must divide by the device count)."""
+    return jax.device_put(x, batch_sharding(mesh, axis))
+
+
+def replicate(tree, mesh: Mesh):
+    """Place a pytree (params, optimizer state) on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def data_parallel_train_step(model, loss, optimizer: optax.GradientTransformation, mesh: Mesh, *,
+                             grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
+                             axis: str = "data", donate: bool = True):
+    """A jitted SPMD step ``step(params, state, opt_state, x, y, key)`` with the batch sharded over ``mesh``.
+
+    Same signature and results (within float tolerance) as
+    :func:`jigcnn.train.make_train_step`; inputs are placed with
+    :func:`shard_batch` / :func:`replicate` automatically by ``jit``'s shardings.
+    """
+    update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
+                         metrics=metrics)
+    rep, bat = replicated(mesh), batch_sharding(mesh, axis)
+
+    def step(params, state, opt_state, x, y, key):
+        return update(params, state, opt_state, x, y, key, True)
+
+    return jax.jit(step, in_shardings=(rep, rep, rep, bat, bat, rep), out_shardings=(rep, rep, rep, rep),
+                   donate_argnums=(0, 2) if donate else ())
+
+
+# ---------------------------------------------------------------- folds / seeds under vmap
+
+
+def stack_trees(trees: Sequence[Any]):
+    """Stack pytrees of equal structure along a new leading axis (PRNG keys included)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_tree(tree, n: int) -> list:
+    """The inverse of :func:`stack_trees`."""
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def fold_keys(key, k: int) -> list[tuple[jax.Array, jax.Array]]:
+    """(init key, train key) for each of ``k`` folds/seeds; the sequential and vmapped paths share them."""
+    out = []
+    for f in range(k):
+        kf = jax.random.fold_in(key, f)
+        out.append((jax.random.fold_in(kf, 0), jax.random.fold_in(kf, 1)))
+    return out
+
+
+def _pad_rows(index_sets, pad_to=None):
+    m = max(max((len(r) for r in index_sets), default=0), 1) if pad_to is None else pad_to
+    rows = np.zeros((len(index_sets), m), np.int32)
+    n = np.zeros((len(index_sets),), np.int32)
+    for i, r in enumerate(index_sets):
+        rows[i, : len(r)] = np.asarray(r, np.int32)
+        n[i] = len(r)
+    return jnp.asarray(rows), jnp.asarray(n)
+
+
+@dataclasses.dataclass
+class FoldsResult:
+    """What :func:`fit_folds_vmapped` returns: stacked final params and a history per fold."""
+
+    params: Any  # stacked along axis 0
+    state: Any
+    opt_state: Any
+    histories: list[History]
+    stopped_reasons: list[str]
+    metrics: list[dict]  # per fold: final test_/val_ metrics of the returned params
+    best_epochs: list[int | None]
+
+    def fold_params(self, f: int):
+        return jax.tree.map(lambda x: x[f], self.params)
+
+
+def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, folds, *, key, loss,
+                      metrics=("accuracy",), epochs: int | None = None, batch_size: int = 32, validation=None,
+                      stopping=None, augment: Callable | None = None, grad_method: str = "autodiff",
+                      dropconnect: bool | None = None, init=None, eval_batch_size: int = 1024,
+                      progress=True) -> FoldsResult:
+    """Train every fold in one compiled program (``jax.vmap`` over stacked params, states and index sets).
+
+    ``folds``: a list of (train_rows, test_rows) index arrays into ``x``/``y``
+    (test_rows may be None); ``validation``: rows into ``x`` shared by every fold,
+    or a list of per-fold rows, or None. Fold ``f`` is initialised with
+    ``model.init(fold_keys(key, k)[f][0])`` (or ``init[f] = (params, state)``)
+    and shuffled with its train key -- exactly like training it alone with
+    :func:`jigcnn.train.fit` and ``key=fold_keys(key, k)[f][1]`` on
+    ``x[train_rows]``. Several seeds on one split: pass the same rows k times.
+    """
+    k = len(folds)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    metric_names = [n for n, _ in resolve_metrics(metrics)]
+    keys = fold_keys(key, k)
+    if init is None:
+        init = [model.init(ik) for ik, _ in keys]
+    params = stack_trees([p for p, _ in init])
+    state = stack_trees([s for _, s in init])
+    opt_state = stack_trees([optimizer.init(p) for p, _ in init])
+    train_keys = stack_trees([tk for _, tk in keys])
+
+    train_rows, train_n = _pad_rows([f[0] for f in folds])
+    parts = {}
+    if any(f[1] is not None and len(f[1]) for f in folds):
+        parts["test"] = _pad_rows([f[1] if f[1] is not None else [] for f in folds])
+    if validation is not None:
+        vsets = validation if isinstance(validation, (list, tuple)) and len(validation) == k and \
+            not np.isscalar(validation[0]) else [validation] * k
+        parts["val"] = _pad_rows(vsets)
+
+    max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
+    if max_epochs is None:
+        raise ValueError("fit_folds_vmapped: give epochs= or a stopping rule with max_epochs")
+    if stopping is not None and getattr(stopping, "max_epochs", None):
+        max_epochs = min(max_epochs, stopping.max_epochs)
+    monitor = None
+    if stopping is not None:
+        monitor = stopping.monitor or default_monitor(metrics, "val" in parts, "test" in parts)
+    restore_best = bool(getattr(stopping, "restore_best", False))
+
+    epoch_core = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
+                               dropconnect=dropconnect, metrics=metrics, augment=augment)
+    eval_core = make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size)
+    epoch_v = jax.jit(jax.vmap(epoch_core, in_axes=(0, 0, 0, None, None, 0, 0, 0, 0)), donate_argnums=(0, 2))
+    eval_v = jax.jit(jax.vmap(eval_core, in_axes=(0, 0, None, None, 0, 0)))
+
+    histories = [History() for _ in range(k)]
+    reasons: list[str | None] = [None] * k
+    stop_states = [stopping.init() if stopping is not None else None for _ in range(k)]
+    best_epochs: list[int | None] = [None] * k
+    best = (jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state)) if restore_best else None
+    active = np.ones((k,), bool)
+    bar = _progress_bar(progress, max_epochs, 0)
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(1, max_epochs + 1):
+            if not active.any():
+                break
+            t0 = time.perf_counter()
+            ekeys = jax.vmap(lambda kk: jax.random.fold_in(kk, epoch))(train_keys)
+            params, state, opt_state, stats = epoch_v(params, state, opt_state, x, y, train_rows, train_n, ekeys,
+                                                      jnp.asarray(active))
+            evals = {p: eval_v(params, state, x, y, r, n) for p, (r, n) in parts.items()}
+            stats, evals = jax.device_get((stats, evals))
+            dt = time.perf_counter() - t0
+            improved = np.zeros((k,), bool)
+            for f in range(k):
+                if not active[f]:
+                    continue
+                if int(stats["bad_step"][f]) >= 0:
+                    bad = [n for n, v in stats["bad_grad_finite"].items() if not bool(v[f])]
+                    what = ("the loss is non-finite; " if not bool(stats["bad_loss_finite"][f]) else "") + (
+                        f"non-finite gradient in layer(s) {', '.join(sorted(bad))}" if bad else "")
+                    reasons[f] = f"fold {f} diverged at epoch {epoch}, step {int(stats['bad_step'][f])}: {what}"
+                    active[f] = False
+                    continue
+                rec = {"epoch": epoch, "train_loss": float(stats["loss"][f])}
+                rec.update({f"train_{m}": float(stats[m][f]) for m in metric_names})
+                rec["train_steps"] = int(stats["steps"][f])
+                for p, ev in evals.items():
+                    rec.update({f"{p}_{kk}": float(v[f]) for kk, v in ev.items()})
+                rec["time"] = dt
+                rec["wall_time"] = time.perf_counter() - t_start
+                histories[f].append(rec)
+                if stopping is not None:
+                    stop_states[f], dec = stopping.update(stop_states[f], epoch, rec[monitor], monitor)
+                    if dec.improved:
+                        best_epochs[f] = epoch
+                        improved[f] = True
+                    if dec.stop:
+                        reasons[f] = dec.reason
+                        active[f] = False
+                if reasons[f] is None and epoch >= max_epochs:
+                    reasons[f] = f"completed {max_epochs} epochs"
+            if restore_best and improved.any():
+                m = jnp.asarray(improved)
+                pick = lambda new, old: jnp.where(m.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+                best = (jax.tree.map(pick, params, best[0]), jax.tree.map(pick, state, best[1]))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    reasons = [r or f"completed {max_epochs} epochs" for r in reasons]
+    if restore_best:
+        has = jnp.asarray([b is not None for b in best_epochs])
+        pick = lambda new, old: jnp.where(has.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+        params, state = jax.tree.map(pick, best[0], params), jax.tree.map(pick, best[1], state)
+    evals = jax.device_get({p: eval_v(params, state, x, y, r, n) for p, (r, n) in parts.items()})
+    final = [{f"{p}_{kk}": float(v[f]) for p, ev in evals.items() for kk, v in ev.items()} for f in range(k)]
+    return FoldsResult(params, state, opt_state, histories, reasons, final, best_epochs)

@@ -1,0 +1,290 @@
+"""Pure, jitted training and evaluation steps.
+
+Three layers of functions, each pure (no Python state, no host sync):
+
+* :func:`make_train_step` -- one mini-batch update, jitted, params and optimizer
+  state donated: ``step(params, state, opt_state, x, y, key) -> (params, state,
+  opt_state, metrics)``.
+* :func:`make_epoch_fn` -- one pass over a shuffled training set as a single
+  ``lax.scan`` over mini-batches (batches gathered on device from index arrays);
+  the building block of :func:`jigcnn.train.fit` and, under ``jax.vmap``, of
+  :func:`jigcnn.train.fit_folds_vmapped`.
+* :func:`make_eval_fn` -- loss and metrics over a data set, in fixed-size chunks.
+
+Gradients come from :func:`jigcnn.grad.value_and_grad`, by autodiff or by the
+hand-written backprop (``grad_method="manual"``); the step is the same either way.
+
+Divergence: every step computes, per top-level layer, whether its gradient is
+finite, and whether the loss is. A non-finite step is *not applied* (params,
+model state and optimizer state stay as they were) and, inside an epoch, every
+later step is skipped too, so the epoch ends with the last good values and
+reports the first bad step and the layers whose gradient went non-finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jigcnn import metrics as _metrics
+from jigcnn.grad import resolve_loss, value_and_grad
+
+MetricFn = Callable[[Any, Any], Any]
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": _metrics.accuracy,
+    "mape": _metrics.mape,
+    "mae": _metrics.mean_absolute_error,
+}
+
+
+def resolve_metrics(metrics: Sequence[str | tuple[str, MetricFn]] | None) -> tuple[tuple[str, MetricFn], ...]:
+    """((name, fn), ...) for metric names ("accuracy", "mape", "mae") or (name, fn) pairs."""
+    out = []
+    for m in metrics or ():
+        if isinstance(m, str):
+            if m not in METRICS:
+                raise ValueError(f"unknown metric {m!r}; choose one of {sorted(METRICS)} or pass (name, fn)")
+            out.append((m, METRICS[m]))
+        elif isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) and callable(m[1]):
+            out.append(m)
+        else:
+            raise TypeError(f"a metric is a name or a (name, fn) pair, got {m!r}")
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names) or "loss" in names:
+        raise ValueError(f"metric names must be unique and not 'loss': {names}")
+    return tuple(out)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def layer_finite(grads) -> dict[str, jax.Array]:
+    """{layer name: whether every element of that layer's gradient is finite} (a bool scalar each)."""
+    return {name: _all_finite(g) for name, g in grads.items()}
+
+
+def _select(pred, new, old):
+    """`new` where `pred` else `old`, leaf by leaf (works with PRNG-key leaves and under vmap)."""
+    return jax.tree.map(lambda n, o: jax.lax.select(pred, n, o), new, old)
+
+
+def _uses_dropconnect(opt_state) -> bool:
+    try:
+        from jigcnn.optim.connect import DropConnectState, find_states
+    except ImportError:  # pragma: no cover - optim is part of the package
+        return False
+    return bool(find_states(opt_state, DropConnectState))
+
+
+def make_grad_fn(model, loss, *, grad_method: str = "autodiff", dropconnect: bool | None = None):
+    """`g(params, state, opt_state, x, y, key) -> ((loss, Aux), grads)`; dropconnect masks applied when used.
+
+    With dropconnect (``True``, or ``None`` = whenever ``opt_state`` holds a
+    :class:`jigcnn.optim.DropConnectState`), the forward pass sees
+    ``jigcnn.optim.dropconnect_params(params, opt_state)`` and the gradient is
+    carried back through that (elementwise, linear) map with ``jax.vjp``: a dropped
+    weight gets exactly zero gradient with either gradient method.
+    """
+    vg = value_and_grad(model, loss, method=grad_method)
+
+    def grad_fn(params, state, opt_state, x, y, key):
+        use_dc = _uses_dropconnect(opt_state) if dropconnect is None else dropconnect
+        if not use_dc:
+            return vg(params, state, x, y, train=True, key=key)
+        from jigcnn.optim.connect import dropconnect_params
+
+        p_fwd, back = jax.vjp(lambda p: dropconnect_params(p, opt_state), params)
+        value, g_fwd = vg(p_fwd, state, x, y, train=True, key=key)
+        (grads,) = back(g_fwd)
+        return value, grads
+
+    return grad_fn
+
+
+def _merge_state(old, new):
+    """Model state after a step with the structure of `old` (layers the step did not return keep theirs)."""
+    return {name: new.get(name, s) if isinstance(new, dict) else s for name, s in old.items()}
+
+
+def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_method="autodiff",
+                dropconnect=None, metrics=()):
+    """The un-jitted update `u(params, state, opt_state, x, y, key, active) -> (params, state, opt_state, m)`.
+
+    `m`: ``loss``, each metric on the batch outputs, ``ok`` (loss and every
+    gradient finite), ``applied`` (``ok and active``), ``loss_finite`` and
+    ``grad_finite`` ({layer: bool}). The update is applied only when ``applied``.
+    """
+    grad_fn = make_grad_fn(model, loss, grad_method=grad_method, dropconnect=dropconnect)
+    metric_fns = resolve_metrics(metrics)
+
+    def update(params, state, opt_state, x, y, key, active=True):
+        (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
+        finite = layer_finite(grads)
+        loss_ok = jnp.isfinite(loss_val)
+        ok = jnp.logical_and(loss_ok, jnp.all(jnp.stack(list(finite.values()))) if finite else True)
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        applied = jnp.logical_and(ok, active)
+        new_params = _select(applied, new_params, params)
+        new_opt = _select(applied, new_opt, opt_state)
+        new_state = _select(applied, _merge_state(state, aux.state), state)
+        m = {"loss": loss_val}
+        for name, fn in metric_fns:
+            m[name] = fn(aux.outputs, y)
+        m.update(ok=ok, applied=applied, loss_finite=loss_ok, grad_finite=finite)
+        return new_params, new_state, new_opt, m
+
+    return update
+
+
+def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, grad_method: str = "autodiff",
+                    dropconnect: bool | None = None, metrics=(), donate: bool = True, jit: bool = True):
+    """A jitted step ``step(params, state, opt_state, x, y, key) -> (params, state, opt_state, metrics)``.
+
+    ``metrics`` (a dict of device scalars, fetch them when you need them): ``loss``,
+    the requested batch metrics, ``ok`` / ``applied`` (the update was finite and
+    applied), ``loss_finite`` and ``grad_finite`` ({top-level layer: bool}). A
+    non-finite step returns the inputs unchanged. ``params`` and ``opt_state`` are
+    donated (do not reuse the arrays you passed in) unless ``donate=False``.
+    """
+    update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
+                         metrics=metrics)
+
+    def step(params, state, opt_state, x, y, key):
+        return update(params, state, opt_state, x, y, key, True)
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0, 2) if donate else ())
+
+
+def epoch_order(key, n_valid, size: int):
+    """A random order of ``range(size)`` with the ``n_valid`` first indices first, shuffled.
+
+    Prefix-consistent: the order of the valid indices depends only on ``key`` and
+    ``n_valid`` -- not on ``size`` -- so a fold padded to the longest fold (vmap)
+    is shuffled exactly like the same fold on its own.
+    """
+    idx = jnp.arange(size, dtype=jnp.int32)
+    pri = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(key, i), dtype=jnp.uint32))(idx) >> 1
+    pri = jnp.where(idx < n_valid, pri, jnp.uint32(0xFFFFFFFF))
+    return jnp.argsort(pri, stable=True).astype(jnp.int32)
+
+
+def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch_size: int = 32,
+                  grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
+                  augment: Callable | None = None, batch_sharding=None):
+    """One epoch as a pure function (not jitted; jit or vmap it).
+
+    ``epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active) ->
+    (params, state, opt_state, stats)``: ``rows`` (int, length M, static) indexes
+    ``x_all``/``y_all``; the first ``n_valid`` of them are this run's training set
+    (the rest is padding). Each epoch draws a fresh order (:func:`epoch_order`)
+    and runs ``n_valid // batch_size`` full mini-batches: the last partial batch
+    is dropped (a different remainder every epoch). The scan has ``M //
+    batch_size`` steps; steps past this run's count, steps of an inactive run
+    (``active=False``), and every step after a non-finite one are skipped.
+
+    ``augment(key, images) -> images`` (traceable) is applied to each training
+    batch with a per-step key; ``batch_sharding`` (a ``NamedSharding``) constrains
+    each batch's layout for data parallelism.
+
+    ``stats``: mean ``loss`` and metrics over the applied steps, ``steps``
+    (applied), ``bad_step`` (first non-finite step of the epoch, -1 if none),
+    ``bad_loss_finite`` and ``bad_grad_finite`` ({layer: bool}) at that step.
+    """
+    update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
+                         metrics=metrics)
+    metric_names = ["loss"] + [n for n, _ in resolve_metrics(metrics)]
+
+    def epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active=True):
+        size = rows.shape[0]
+        bs = min(batch_size, size)
+        steps = size // bs
+        n_steps = n_valid // bs
+        order = epoch_order(jax.random.fold_in(key, 0), n_valid, size)
+
+        def body(carry, s):
+            params, state, opt_state, bad_step, bad_loss, bad_grad, sums, count = carry
+            pos = jax.lax.dynamic_slice(order, (s * bs,), (bs,))
+            idx = rows[pos]
+            xb, yb = x_all[idx], y_all[idx]
+            k_step = jax.random.fold_in(key, s + 1)
+            k_aug, k_fwd = jax.random.split(k_step)
+            if augment is not None:
+                xb = augment(k_aug, xb)
+            if batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+                yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+            live = jnp.logical_and(jnp.logical_and(active, s < n_steps), bad_step < 0)
+            params, state, opt_state, m = update(params, state, opt_state, xb, yb, k_fwd, live)
+            first_bad = jnp.logical_and(live, jnp.logical_not(m["ok"]))
+            bad_step = jnp.where(first_bad, s, bad_step)
+            bad_loss = jnp.where(first_bad, m["loss_finite"], bad_loss)
+            bad_grad = jax.tree.map(lambda new, old: jnp.where(first_bad, new, old), m["grad_finite"], bad_grad)
+            applied = m["applied"]
+            sums = {n: sums[n] + jnp.where(applied, m[n].astype(jnp.float32), 0.0) for n in metric_names}
+            count = count + applied.astype(jnp.int32)
+            return (params, state, opt_state, bad_step, bad_loss, bad_grad, sums, count), None
+
+        bad_grad0 = {name: jnp.array(True) for name in params}
+        sums0 = {n: jnp.zeros((), jnp.float32) for n in metric_names}
+        carry0 = (params, state, opt_state, jnp.array(-1, jnp.int32), jnp.array(True), bad_grad0, sums0,
+                  jnp.zeros((), jnp.int32))
+        carry, _ = jax.lax.scan(body, carry0, jnp.arange(steps, dtype=jnp.int32))
+        params, state, opt_state, bad_step, bad_loss, bad_grad, sums, count = carry
+        denom = jnp.maximum(count, 1).astype(jnp.float32)
+        stats = {n: jnp.where(count > 0, sums[n] / denom, jnp.nan) for n in metric_names}
+        stats.update(steps=count, bad_step=bad_step, bad_loss_finite=bad_loss, bad_grad_finite=bad_grad)
+        return params, state, opt_state, stats
+
+    return epoch
+
+
+def _per_sample(fn):
+    """A batch-mean function turned into per-sample values (each sample as a batch of one)."""
+    return jax.vmap(lambda o, t: fn(o[None], t[None]))
+
+
+def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_sharding=None):
+    """``evaluate(params, state, x_all, y_all, rows, n_valid) -> {"loss": ..., metric: ...}`` (not jitted).
+
+    The loss and metrics are computed per sample (each a batch mean over one
+    sample) and averaged over the ``n_valid`` first ``rows``, in chunks of at most
+    ``eval_batch_size`` (padding is masked out), with ``train=False``.
+    """
+    _, loss_fn = resolve_loss(loss)
+    fns = [("loss", loss_fn)] + list(resolve_metrics(metrics))
+    per_sample = [(n, _per_sample(f)) for n, f in fns]
+
+    def evaluate(params, state, x_all, y_all, rows, n_valid):
+        size = rows.shape[0]
+        chunk = max(1, min(eval_batch_size, size))
+        n_chunks = -(-size // chunk)
+        pad = n_chunks * chunk - size
+        rows_p = jnp.concatenate([rows, jnp.zeros((pad,), rows.dtype)]) if pad else rows
+        valid = jnp.arange(n_chunks * chunk) < n_valid
+
+        def body(sums, c):
+            idx = jax.lax.dynamic_slice(rows_p, (c * chunk,), (chunk,))
+            w = jax.lax.dynamic_slice(valid, (c * chunk,), (chunk,)).astype(jnp.float32)
+            xb, yb = x_all[idx], y_all[idx]
+            if batch_sharding is not None and chunk % batch_sharding.mesh.size == 0:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+            out, _ = model.apply(params, state, xb, train=False, key=None)
+            return {n: sums[n] + jnp.sum(jnp.where(w > 0, f(out, yb).astype(jnp.float32), 0.0))
+                    for n, f in per_sample}, None
+
+        sums, _ = jax.lax.scan(body, {n: jnp.zeros((), jnp.float32) for n, _ in per_sample},
+                               jnp.arange(n_chunks, dtype=jnp.int32))
+        n = jnp.maximum(n_valid, 1).astype(jnp.float32)
+        return {k: jnp.where(n_valid > 0, v / n, jnp.nan) for k, v in sums.items()}
+
+    return evaluate
