@@ -121,7 +121,7 @@ def _describe_bad(stats, epoch) -> tuple[str, int, list[str]]:
     if not bool(stats["bad_loss_finite"]):
         parts.append("the loss is non-finite")
     if layers:
-        parts.append(f"non-finite gradient in layer(s) {', '.join(layers)}")
+        parts.append(f"non-finite gradient (or update) in layer(s) {', '.join(layers)}")
     msg = (f"training diverged at epoch {epoch}, step {step} (0-based within the epoch): "
            f"{'; '.join(parts) or 'non-finite values'}; params kept at their last good values"
            " (the step was not applied)")
@@ -190,9 +190,13 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     def put(tree):
         return jax.device_put(tree, rep) if rep is not None else tree
 
+    def copy(tree):
+        return jax.tree.map(jnp.copy, tree)
+
     if opt_state is None:
         opt_state = optimizer.init(params)
-    params, state, opt_state = put(params), put(state), put(opt_state)
+    # the epoch function donates params and optimizer state: work on copies, never on the caller's arrays
+    params, state, opt_state = put(copy(params)), put(copy(state)), put(copy(opt_state))
     parts = {"train": train, "test": test, "val": validation}
     data = {k: (put(v[0]), put(v[1]), jnp.arange(v[0].shape[0], dtype=jnp.int32), v[0].shape[0])
             for k, v in parts.items() if v is not None}
@@ -232,9 +236,6 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         wall_offset = float(history.last.get("wall_time", 0.0)) if len(history) else 0.0
     elif resume and ckpt_path is None:
         raise ValueError("fit: resume=True needs checkpoint_dir")
-
-    def copy(tree):
-        return jax.tree.map(jnp.copy, tree)
 
     bar = _progress_bar(progress, max_epochs, start_epoch - 1) if stopped_reason is None else None
     t_start = time.perf_counter()

@@ -117,9 +117,11 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
                 dropconnect=None, metrics=()):
     """The un-jitted update `u(params, state, opt_state, x, y, key, active) -> (params, state, opt_state, m)`.
 
-    `m`: ``loss``, each metric on the batch outputs, ``ok`` (loss and every
-    gradient finite), ``applied`` (``ok and active``), ``loss_finite`` and
-    ``grad_finite`` ({layer: bool}). The update is applied only when ``applied``.
+    `m`: ``loss``, each metric on the batch outputs, ``ok`` (loss, every
+    gradient and every updated parameter finite), ``applied`` (``ok and
+    active``), ``loss_finite`` and ``grad_finite`` ({layer: bool}: that layer's
+    gradient and updated parameters are finite). The update is applied only
+    when ``applied``.
     """
     grad_fn = make_grad_fn(model, loss, grad_method=grad_method, dropconnect=dropconnect)
     metric_fns = resolve_metrics(metrics)
@@ -128,9 +130,11 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
         (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
         finite = layer_finite(grads)
         loss_ok = jnp.isfinite(loss_val)
-        ok = jnp.logical_and(loss_ok, jnp.all(jnp.stack(list(finite.values()))) if finite else True)
         updates, new_opt = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        # an update can overflow even from finite gradients (a huge step): count it as that layer's failure
+        finite = {name: jnp.logical_and(f, _all_finite(new_params[name])) for name, f in finite.items()}
+        ok = jnp.logical_and(loss_ok, jnp.all(jnp.stack(list(finite.values()))) if finite else True)
         applied = jnp.logical_and(ok, active)
         new_params = _select(applied, new_params, params)
         new_opt = _select(applied, new_opt, opt_state)
