@@ -78,14 +78,22 @@ def keras_preset() -> AugmentConfig:
     return AugmentConfig(rotation_deg=10.0, shift_x=0.1, shift_y=0.1, flip_h_prob=0.5, flip_v_prob=0.5)
 
 
-def _warp(key, image, cfg: AugmentConfig):
+def _params(cfg: AugmentConfig) -> dict:
+    # Numbers travel as traced values, so one compilation serves every config of a given image shape.
+    vals = dict(rot=cfg.rotation_deg, sx0=cfg.stretch_x[0], sx1=cfg.stretch_x[1], sy0=cfg.stretch_y[0],
+                sy1=cfg.stretch_y[1], tx=cfg.shift_x, ty=cfg.shift_y, ph=cfg.flip_h_prob, pv=cfg.flip_v_prob,
+                nl=cfg.noise_level, npo=cfg.noise_portion, lo=cfg.value_range[0], hi=cfg.value_range[1])
+    return {k: jnp.asarray(v, jnp.float32) for k, v in vals.items()}
+
+
+def _warp(key, image, p, fill):
     h, w = image.shape[0], image.shape[1]
     kr, ksx, ksy, ktx, kty = jax.random.split(key, 5)
-    theta = jnp.deg2rad(jax.random.uniform(kr, (), minval=-cfg.rotation_deg, maxval=cfg.rotation_deg))
-    sx = jax.random.uniform(ksx, (), minval=cfg.stretch_x[0], maxval=cfg.stretch_x[1])
-    sy = jax.random.uniform(ksy, (), minval=cfg.stretch_y[0], maxval=cfg.stretch_y[1])
-    tx = jax.random.uniform(ktx, (), minval=-cfg.shift_x, maxval=cfg.shift_x) * w
-    ty = jax.random.uniform(kty, (), minval=-cfg.shift_y, maxval=cfg.shift_y) * h
+    theta = jnp.deg2rad(jax.random.uniform(kr, (), minval=-p["rot"], maxval=p["rot"]))
+    sx = jax.random.uniform(ksx, (), minval=p["sx0"], maxval=p["sx1"])
+    sy = jax.random.uniform(ksy, (), minval=p["sy0"], maxval=p["sy1"])
+    tx = jax.random.uniform(ktx, (), minval=-p["tx"], maxval=p["tx"]) * w
+    ty = jax.random.uniform(kty, (), minval=-p["ty"], maxval=p["ty"]) * h
     c, s = jnp.cos(theta), jnp.sin(theta)
     # Forward map in (y, x) about the centre: out = R @ diag(sy, sx) @ (in - ctr) + ctr + t.
     # Sampling needs its inverse: in = diag(1/sy, 1/sx) @ R^T @ (out - ctr - t) + ctr.
@@ -94,7 +102,7 @@ def _warp(key, image, cfg: AugmentConfig):
     dy, dx = yy - cy - ty, xx - cx - tx
     iy = (c * dy + s * dx) / sy + cy
     ix = (-s * dy + c * dx) / sx + cx
-    mode, cval = ("nearest", 0.0) if cfg.fill is None else ("constant", cfg.fill)
+    mode, cval = ("nearest", 0.0) if fill is None else ("constant", fill)
 
     def one_channel(ch):
         return jax.scipy.ndimage.map_coordinates(ch, [iy, ix], order=1, mode=mode, cval=cval)
@@ -102,12 +110,20 @@ def _warp(key, image, cfg: AugmentConfig):
     return jax.vmap(one_channel, in_axes=2, out_axes=2)(image)
 
 
-def _noise(key, image, cfg: AugmentConfig):
-    lo, hi = cfg.value_range
+def _noise(key, image, p):
     km, kv = jax.random.split(key)
-    mask = jax.random.uniform(km, image.shape[:2] + (1,)) < cfg.noise_portion
-    vals = jax.random.uniform(kv, image.shape, minval=-1.0, maxval=1.0) * (cfg.noise_level * (hi - lo))
-    return jnp.clip(image + jnp.where(mask, vals, 0.0), lo, hi)
+    mask = jax.random.uniform(km, image.shape[:2] + (1,)) < p["npo"]
+    vals = jax.random.uniform(kv, image.shape, minval=-1.0, maxval=1.0) * (p["nl"] * (p["hi"] - p["lo"]))
+    # Only noised pixels are clipped: with noising off the warp's output passes unchanged.
+    return jnp.where(mask, jnp.clip(image + vals, p["lo"], p["hi"]), image)
+
+
+def _augment_one(key, image, p, fill):
+    kw, kh, kv, kn = jax.random.split(key, 4)
+    out = _warp(kw, image, p, fill)
+    out = jnp.where(jax.random.uniform(kh) < p["ph"], out[:, ::-1], out)
+    out = jnp.where(jax.random.uniform(kv) < p["pv"], out[::-1], out)
+    return _noise(kn, out, p).astype(image.dtype)
 
 
 def augment_image(key, image, config: AugmentConfig):
@@ -115,20 +131,21 @@ def augment_image(key, image, config: AugmentConfig):
     image = jnp.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"augment_image expects one image (H, W, C), got shape {image.shape}")
-    kw, kh, kv, kn = jax.random.split(key, 4)
-    out = _warp(kw, image, config)
-    out = jnp.where(jax.random.uniform(kh) < config.flip_h_prob, out[:, ::-1], out)
-    out = jnp.where(jax.random.uniform(kv) < config.flip_v_prob, out[::-1], out)
-    return _noise(kn, out, config).astype(image.dtype)
+    return _augment_one(key, image, _params(config), config.fill)
 
 
-@functools.partial(jax.jit, static_argnames="config")
+@functools.partial(jax.jit, static_argnames="fill")
+def _augment_batch(key, images, p, fill):
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(_augment_one, in_axes=(0, 0, None, None))(keys, images, p, fill)
+
+
 def augment_batch(key, images, config: AugmentConfig):
-    """Augment a batch (N, H, W, C): one independent random transform per image (jitted; config is static)."""
+    """Augment a batch (N, H, W, C): one independent random transform per image (jitted inside; jit/vmap-safe)."""
+    images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"augment_batch expects a batch (N, H, W, C), got shape {images.shape}")
-    keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(augment_image, in_axes=(0, 0, None))(keys, images, config)
+    return _augment_batch(key, images, _params(config), config.fill)
 
 
 def augment_dataset(
@@ -166,9 +183,10 @@ def augment_dataset(
     return out, reps, src
 
 
-def augment_dataset_x10(key, images, labels=None, config: AugmentConfig | None = None, include_original: bool = True):
+def augment_dataset_x10(key, images, labels=None, config: AugmentConfig | None = None, include_original: bool = True,
+                        chunk: int = 4096):
     """The paper's ten-fold augmentation: ``augment_dataset`` with ``factor=10``."""
-    return augment_dataset(key, images, labels, 10, config, include_original)
+    return augment_dataset(key, images, labels, 10, config, include_original, chunk)
 
 
 def preview(image, key, config: AugmentConfig | None = None, n_copies: int = 3, scale: int = 4) -> np.ndarray:
