@@ -1,0 +1,112 @@
+"""The epoch loop: history, determinism, divergence, early stopping rules."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from _train_helpers import split, tiny_data, tiny_model
+from jigcnn.train import DivergenceError, PaperStopping, Patience, fit
+from jigcnn.train import checkpoint as ckpt
+
+LOSS = "softmax_cross_entropy"
+
+
+def _fit(**kw):
+    x, y = tiny_data()
+    tr, te, va = split(x, y)
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    kw.setdefault("epochs", 3)
+    tx = kw.pop("tx", optax.sgd(0.05, momentum=0.9))
+    return fit(m, p, s, tx, tr, te, va, key=jax.random.key(1), loss=LOSS, progress=False, **kw)
+
+
+def test_history_and_determinism():
+    a = _fit()
+    b = _fit()
+    assert len(a.history) == 3 and a.stopped_reason == "completed 3 epochs"
+    keys = set(a.history.keys())
+    assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss", "val_accuracy",
+            "time", "wall_time", "train_steps"} <= keys
+    assert a.history["train_steps"] == [3, 3, 3]  # 96 // 32, partial batch dropped
+    assert a.history["val_loss"][-1] < a.history["val_loss"][0]  # it learns
+    # same config and seed: identical metrics, identical weights
+    assert a.history.metrics() == b.history.metrics()
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(u, v)
+    assert a.metrics["val_loss"] == a.history["val_loss"][-1]
+
+
+def test_divergence_stops_with_layer_epoch_step_and_keeps_last_good_checkpoint(tmp_path):
+    # a sane learning rate for 2 epochs (3 steps each), then an absurd one: epoch 3 blows up
+    lr = lambda count: jnp.where(count < 6, 0.05, 1e38)  # noqa: E731
+    with pytest.raises(DivergenceError) as info:
+        _fit(tx=optax.sgd(lr), epochs=5, checkpoint_dir=tmp_path)
+    e = info.value
+    msg = str(e)
+    assert e.epoch == 3 and e.step in (0, 1) and f"epoch 3, step {e.step}" in msg
+    assert "non-finite" in msg and e.layers and set(e.layers) <= {"conv1", "dense3"}
+    assert all(name in msg for name in e.layers)
+    assert len(e.result.history) == 2
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(e.result.params))
+    assert ckpt.read_header(tmp_path / ckpt.CHECKPOINT_NAME)["meta"]["epoch"] == 2
+    # on_divergence="stop" returns instead
+    r = _fit(tx=optax.sgd(lr), epochs=5, on_divergence="stop")
+    assert r.stopped_reason.startswith(f"training diverged at epoch 3, step {e.step}")
+
+
+def test_nan_loss_is_reported():
+    x, y = tiny_data()
+    x = x.copy()
+    x[:96, 0, 0, 0] = np.nan  # every training batch has NaN inputs
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    with pytest.raises(DivergenceError, match=r"epoch 1, step 0.*loss is non-finite"):
+        fit(m, p, s, optax.sgd(0.1), (x[:96], y[:96]), epochs=2, key=jax.random.key(1), loss=LOSS,
+            progress=False)
+
+
+def test_paper_stopping_rule():
+    rule = PaperStopping(passes=10, tolerance=3)
+    st = rule.init()
+    # accuracy: up, down, down, up (reset), down, down, down -> stop at the third consecutive decay
+    seq = [0.5, 0.6, 0.55, 0.5, 0.7, 0.65, 0.6, 0.59, 0.9]
+    stops = []
+    for e, v in enumerate(seq, start=1):
+        st, d = rule.update(st, e, v, "val_accuracy")
+        stops.append(d.stop)
+        if d.stop:
+            break
+    assert stops == [False] * 7 + [True]
+    assert "3 times in a row" in d.reason and st["best_epoch"] == 5
+    # equal is not worse; the pass cap
+    st = rule.init()
+    for e in range(1, 11):
+        st, d = rule.update(st, e, 1.0, "val_loss")
+    assert d.stop and "10 passes" in d.reason
+    assert PaperStopping().max_epochs == 10 and PaperStopping().tolerance == 7
+
+
+def test_patience_rule_and_restore_best():
+    rule = Patience(patience=2)
+    st = rule.init()
+    out = []
+    for e, v in enumerate([1.0, 0.8, 0.85, 0.9, 0.1], start=1):
+        st, d = rule.update(st, e, v, "val_loss")
+        out.append((d.stop, d.improved))
+        if d.stop:
+            break
+    assert out == [(False, True), (False, True), (False, False), (True, False)]
+    assert st["best_epoch"] == 2
+    # in fit: restore the best epoch's weights (a too-large lr makes validation noisy)
+    r = _fit(epochs=6, stopping=Patience(patience=2, monitor="val_loss"), tx=optax.sgd(0.3, momentum=0.9))
+    best = int(np.argmin(r.history["val_loss"])) + 1
+    assert r.best_epoch == best
+    np.testing.assert_allclose(r.metrics["val_loss"], r.history["val_loss"][best - 1], rtol=1e-6)
+
+
+def test_paper_stopping_caps_fit_at_passes():
+    r = _fit(epochs=None, stopping=PaperStopping(passes=2, tolerance=7))
+    assert len(r.history) == 2 and "2 passes" in r.stopped_reason
