@@ -167,6 +167,26 @@ def test_adam_moments_see_zeros_only_before():
             assert np.all(mu[~m] != 0.0)
 
 
+@pytest.mark.parametrize(
+    "make_opt, exact_before",
+    [(lambda: optax.adagrad(0.1), True), (lambda: optax.rmsprop(0.01), True), (lambda: optax.adamw(0.05, weight_decay=0.1), False)],
+    ids=["adagrad", "rmsprop", "adamw"],
+)
+def test_fixed_mask_other_optimizers_before_placement(make_opt, exact_before):
+    """Before the optimizer, a fixed mask is exact when its state for frozen elements stays 0; AdamW decays them."""
+    params0 = make_params()
+    targets = make_targets(params0)
+    tx = optax.chain(freezeconnect(0.4, key=jax.random.key(3), resample="never"), make_opt())
+    state = tx.init(params0)
+    m = np.asarray(the_state(state).mask["dense2"]["kernel"])
+    step = make_step(tx, targets)
+    params = params0
+    for _ in range(5):
+        params, state = step(params, state)
+    frozen_same = bits(params["dense2"]["kernel"])[~m] == bits(params0["dense2"]["kernel"])[~m]
+    assert frozen_same.all() == exact_before
+
+
 # --- masked fraction -----------------------------------------------------------------
 
 
