@@ -233,6 +233,8 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         stop_state, best_epoch = meta.get("stop_state"), meta.get("best_epoch")
         start_epoch = int(meta["epoch"]) + 1
         stopped_reason = meta.get("stopped_reason")
+        if meta.get("stop_kind") == "epochs" and start_epoch <= max_epochs:
+            stopped_reason = None  # it only ran out of epochs: more were asked for now, go on
         wall_offset = float(history.last.get("wall_time", 0.0)) if len(history) else 0.0
     elif resume and ckpt_path is None:
         raise ValueError("fit: resume=True needs checkpoint_dir")
@@ -283,12 +285,14 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                         best_params, best_state = copy(params), copy(state)
                 if decision.stop:
                     stopped_reason = decision.reason
+            stop_kind = None if stopped_reason is None else "rule"
             if stopped_reason is None and epoch >= max_epochs:
-                stopped_reason = f"completed {max_epochs} epochs"
+                stopped_reason, stop_kind = f"completed {max_epochs} epochs", "epochs"
             if ckpt_path:
                 tree = ckpt_tree()
                 ckpt.save(ckpt_path, tree, {"epoch": epoch, "history": history.records, "stop_state": stop_state,
-                                            "best_epoch": best_epoch, "stopped_reason": stopped_reason},
+                                            "best_epoch": best_epoch, "stopped_reason": stopped_reason,
+                                            "stop_kind": stop_kind},
                           fingerprint=fp, description=desc)
             if bar is not None:
                 bar.update(1)

@@ -1,0 +1,122 @@
+"""Checkpoints: round trip of any optax state (masks, PRNG keys), refusal of foreign ones, kill and resume."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from _train_helpers import split, tiny_data, tiny_model
+from jigcnn.train import CheckpointMismatch, fit
+from jigcnn.train import checkpoint as ckpt
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPT = HERE / "_train_helpers.py"
+LOSS = "softmax_cross_entropy"
+
+
+def test_round_trip_with_masks_and_keys(tmp_path):
+    from jigcnn.optim import freezeconnect
+
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    tx = optax.chain(optax.adam(1e-3), freezeconnect(0.5, key=jax.random.key(3), resample="never"))
+    o = tx.init(p)
+    tree = {"params": p, "state": s, "opt_state": o, "key": jax.random.key(9)}
+    path = tmp_path / "c.npz"
+    ckpt.save(path, tree, {"epoch": 3}, fingerprint="abc")
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no temp file left behind
+    back, meta = ckpt.load(path, tree, fingerprint="abc")
+    assert meta == {"epoch": 3}
+    la, ta = jax.tree_util.tree_flatten(tree)
+    lb, tb = jax.tree_util.tree_flatten(back)
+    assert ta == tb
+    for a, b in zip(la, lb):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            assert jax.dtypes.issubdtype(b.dtype, jax.dtypes.prng_key)
+            np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b))
+        else:
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_from_another_model_or_config_is_refused(tmp_path):
+    x, y = tiny_data()
+    tr, te, _ = split(x, y)
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    kw = dict(epochs=1, key=jax.random.key(1), loss=LOSS, progress=False, checkpoint_dir=tmp_path)
+    fit(m, p, s, optax.sgd(0.05), tr, te, **kw)
+    m2 = tiny_model(features=3)
+    p2, s2 = m2.init(jax.random.key(0))
+    with pytest.raises(CheckpointMismatch, match=r"another model/config.*layer 1 is Conv2D\(.*features=2.*features=3"):
+        fit(m2, p2, s2, optax.sgd(0.05), tr, te, resume=True, **kw)
+    with pytest.raises(CheckpointMismatch, match=r"config 'batch_size' is 32 in the checkpoint vs 16 now"):
+        fit(m, p, s, optax.sgd(0.05), tr, te, resume=True, batch_size=16, **kw)
+    # same fingerprint but another optimizer state structure
+    with pytest.raises(CheckpointMismatch, match="another structure"):
+        fit(m, p, s, optax.adam(0.05), tr, te, resume=True, **kw)
+
+
+def test_resume_in_process_matches_uninterrupted(tmp_path):
+    x, y = tiny_data()
+    tr, te, va = split(x, y)
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    kw = dict(key=jax.random.key(1), loss=LOSS, progress=False)
+    tx = optax.sgd(0.05, momentum=0.9)
+    full = fit(m, p, s, tx, tr, te, va, epochs=4, **kw)
+    fit(m, p, s, tx, tr, te, va, epochs=2, checkpoint_dir=tmp_path, **kw)
+    resumed = fit(m, p, s, tx, tr, te, va, epochs=4, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert resumed.history.metrics() == full.history.metrics()
+    assert resumed.metrics == full.metrics
+    # resuming a finished run just returns it
+    again = fit(m, p, s, tx, tr, te, va, epochs=4, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert again.history.metrics() == full.history.metrics() and again.metrics == full.metrics
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["JIGCNN_TEST_JAX_CACHE"] = str(HERE.parent / ".jax_cache")
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
+    epochs = 5
+    # the reference, uninterrupted, in this process (same machine, same compiled code)
+    import _train_helpers as h
+
+    ref_out = tmp_path / "ref.json"
+    h._run(type("A", (), dict(ckpt=str(tmp_path / "ref_ckpt"), epochs=epochs, resume=False, sleep=0.0,
+                              out=str(ref_out)))())
+    ref = json.loads(ref_out.read_text())
+    ck = tmp_path / "ckpt"
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, str(SCRIPT), "run", "--ckpt", str(ck), "--epochs", str(epochs), "--out", str(out)]
+    proc = subprocess.Popen(cmd + ["--sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=_env(), text=True)
+    try:
+        line = proc.stdout.readline()  # "epoch 1" after its checkpoint is on disk; then it sleeps
+        assert line.strip() == "epoch 1", line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert ckpt.read_header(ck / ckpt.CHECKPOINT_NAME)["meta"]["epoch"] == 1
+    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["epoch", "2", "epoch", "3", "epoch", "4", "epoch", "5"]
+    got = json.loads(out.read_text())
+    assert got["history"] == ref["history"]
+    assert got["metrics"] == ref["metrics"]
+    assert got["params"] == ref["params"]
