@@ -81,7 +81,7 @@ def _check_resample(resample: str, steps_per_epoch, who: str):
         if steps_per_epoch is None:
             raise ValueError(
                 f"{who}: resample='epoch' needs steps_per_epoch (updates per epoch, e.g. "
-                "ceil(n_train / batch_size)); or pass resample='step' or 'never'"
+                "n_train // batch_size with jigcnn.train.fit); or pass resample='step' or 'never'"
             )
         if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
             raise ValueError(f"{who}: steps_per_epoch must be a positive int, got {steps_per_epoch!r}")
