@@ -85,3 +85,14 @@ def test_labels_are_learnable_but_not_trivially(tmp_path):
     y, _ = encode(s.labels, "age_category")
     acc = cross_val_score(LogisticRegression(C=0.1, max_iter=2000), x, y, cv=5).mean()
     assert 0.31 < acc < 0.9  # chance is 0.25: a linear model on raw pixels finds some, not all, of the signal
+
+
+def test_load_drawings_out_of_the_box(tmp_path):
+    from jigcnn.data import load_drawings, synthetic_folder
+
+    s = load_drawings(n=4, seed=1, synth_root=tmp_path, cache=False)
+    folder = synthetic_folder(4, 1, tmp_path)
+    assert s.images.shape == (4, 58, 36, 1) and sorted(f for f in os.listdir(folder) if not f.startswith(".")) == sorted(s.files)
+    assert (folder / ".complete").is_file()
+    again = load_drawings(folder, cache=False)
+    np.testing.assert_array_equal(again.images, s.images)
