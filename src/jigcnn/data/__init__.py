@@ -1,24 +1,33 @@
-"""Data: file-name labels, label encodings, image loading, synthetic drawings, augmentation, benchmarks."""
+"""Data: file-name labels, label encodings, image loading, synthetic drawings, augmentation, benchmarks.
 
-from jigcnn.data.drawings import load_drawings, synthetic_folder
-from jigcnn.data.images import DEFAULT_SIZE, DataError, ImageSet, load_folder, load_manifest, read_image
-from jigcnn.data.labels import (
-    GROUP_ORDER,
-    PAPER_GROUPS,
-    ClassTable,
-    all_group_combinations,
-    encode,
-    encode_one_hot,
-    labels_from_names,
-    one_hot,
-    regression_target,
-)
-from jigcnn.data.names import DEFAULT_WHO_TABLE, DrawingLabels, FileNameError, WhoIsDrawn, format_name, parse_name
+Names are imported lazily (PEP 562), so ``python -m jigcnn.data.synth`` and the label helpers
+do not pull in JAX.
+"""
 
-__all__ = [
-    "load_drawings", "synthetic_folder",
-    "DEFAULT_SIZE", "DataError", "ImageSet", "load_folder", "load_manifest", "read_image",
-    "GROUP_ORDER", "PAPER_GROUPS", "ClassTable", "all_group_combinations", "encode", "encode_one_hot",
-    "labels_from_names", "one_hot", "regression_target",
-    "DEFAULT_WHO_TABLE", "DrawingLabels", "FileNameError", "WhoIsDrawn", "format_name", "parse_name",
-]
+import importlib
+
+_EXPORTS = {
+    "augment": ("AugmentConfig", "augment_batch", "augment_dataset", "augment_dataset_x10", "augment_image",
+                "keras_preset", "paper_preset", "preview", "save_preview_png"),
+    "benchmarks": ("CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "ChecksumError", "download", "download_dataset",
+                   "load_cifar10", "load_digits", "load_fashion_mnist", "load_mnist"),
+    "drawings": ("load_drawings", "synthetic_folder"),
+    "images": ("DEFAULT_SIZE", "DataError", "ImageSet", "load_folder", "load_manifest", "read_image"),
+    "labels": ("GROUP_ORDER", "PAPER_GROUPS", "ClassTable", "all_group_combinations", "encode", "encode_one_hot",
+               "labels_from_names", "one_hot", "regression_target"),
+    "names": ("DEFAULT_WHO_TABLE", "DrawingLabels", "FileNameError", "WhoIsDrawn", "format_name", "parse_name"),
+}
+_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"jigcnn.data.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jigcnn.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
