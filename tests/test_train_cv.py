@@ -97,3 +97,28 @@ def test_cross_validate_reports_protocol_and_mean_std(protocol):
     leaks = [f["leaks"]["train_test"] for f in res.folds]
     assert (min(leaks) > 0) if protocol == "paper" else (max(leaks) == 0)
     assert f"protocol={protocol}" in res.summary()
+
+
+def test_cross_validate_vmapped_matches_sequential():
+    x, y = tiny_data(n=60)
+    noise = lambda key, imgs: imgs + 0.05 * jax.random.normal(key, imgs.shape)  # noqa: E731
+    kw = dict(protocol="grouped", optimizer=optax.sgd(0.05), loss="softmax_cross_entropy", k=2, augment_factor=2,
+              augment=noise, train_augment=noise, stopping=PaperStopping(passes=2, tolerance=7), batch_size=16,
+              validation_fraction=0.2, progress=False)
+    seq = cross_validate(tiny_model(), x, y, np.arange(60) // 2, **kw)
+    vm = cross_validate(tiny_model(), x, y, np.arange(60) // 2, vmapped=True, **kw)
+    assert [f["leaks"] for f in seq.folds] == [f["leaks"] for f in vm.folds]
+    for a, b in zip(seq.folds, vm.folds):
+        for name in a["metrics"]:
+            np.testing.assert_allclose(a["metrics"][name], b["metrics"][name], rtol=1e-4, atol=1e-5)
+
+
+def test_as_augment_accepts_callables_and_data_configs():
+    from jigcnn.data.augment import AugmentConfig
+    from jigcnn.train import as_augment
+
+    f = lambda k, im: im  # noqa: E731
+    assert as_augment(f) is f and as_augment(None) is None
+    assert callable(as_augment(AugmentConfig(noise_level=0.1, noise_portion=0.2)))
+    with pytest.raises(TypeError, match="AugmentConfig"):
+        as_augment(3)

@@ -4,6 +4,7 @@ from jigcnn.train.checkpoint import CheckpointMismatch
 from jigcnn.train.cv import (
     PROTOCOLS,
     CVResult,
+    as_augment,
     ProtocolSplits,
     cross_validate,
     expand_dataset,
@@ -39,7 +40,7 @@ from jigcnn.train.stopping import Decision, PaperStopping, Patience
 
 __all__ = [
     "CheckpointMismatch",
-    "PROTOCOLS", "CVResult", "ProtocolSplits", "cross_validate", "expand_dataset", "kfold_indices",
+    "PROTOCOLS", "CVResult", "as_augment", "ProtocolSplits", "cross_validate", "expand_dataset", "kfold_indices",
     "protocol_splits", "split_validation",
     "DivergenceError", "FitResult", "History", "default_monitor", "fit",
     "FoldsResult", "batch_sharding", "data_parallel_train_step", "fit_folds_vmapped", "fold_keys", "make_mesh",

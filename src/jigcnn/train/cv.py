@@ -19,6 +19,7 @@ Both protocols index one *expanded* data set of ``factor * n`` rows: row
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import jax
@@ -221,6 +222,19 @@ def protocol_splits(n: int, *, protocol: str, k: int = 5, factor: int = 10, labe
     return ProtocolSplits(protocol, n, factor, val, out, src)
 
 
+def as_augment(augment) -> Callable | None:
+    """``augment(key, images) -> images`` from a callable, a ``jigcnn.data.augment.AugmentConfig`` or None."""
+    if augment is None or callable(augment):
+        return augment
+    try:
+        from jigcnn.data.augment import AugmentConfig, augment_batch
+    except ImportError:  # pragma: no cover - data is part of the package
+        AugmentConfig = None
+    if AugmentConfig is not None and isinstance(augment, AugmentConfig):
+        return lambda key, images: augment_batch(key, images, augment)
+    raise TypeError(f"augment must be a callable augment(key, images) or an AugmentConfig, got {augment!r}")
+
+
 def expand_dataset(key, images, factor: int, augment: Callable | None = None):
     """``factor * n`` images: the originals, then ``factor - 1`` augmented copies (``augment(key, images)``).
 
@@ -229,6 +243,7 @@ def expand_dataset(key, images, factor: int, augment: Callable | None = None):
     image ``r % n``.
     """
     images = jnp.asarray(images)
+    augment = as_augment(augment)
     copies = [images]
     for c in range(1, factor):
         if augment is None:
@@ -286,9 +301,11 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     integer / one-hot class targets, not regression targets. ``stopping``
     defaults to the paper's rule (10 passes, tolerance 7). ``train_augment``:
     optional on-the-fly augmentation of training batches (on top of the x factor
-    expansion). Fold ``f`` uses :func:`jigcnn.train.parallel.fold_keys`, so
+    expansion). ``checkpoint_dir`` (in ``fit_kwargs``) gets one subdirectory
+    per fold, so ``resume=True`` continues a killed cross-validation. Fold ``f`` uses :func:`jigcnn.train.parallel.fold_keys`, so
     ``vmapped=True`` (all folds in one compiled program) gives the same numbers
-    within float tolerance.
+    within float tolerance. ``augment`` / ``train_augment`` may also be a
+    ``jigcnn.data.augment.AugmentConfig`` (applied with ``augment_batch``).
     """
     from jigcnn.train.loop import fit
     from jigcnn.train.parallel import fit_folds_vmapped, fold_keys
@@ -302,6 +319,7 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     n = int(images.shape[0])
     labels = _auto_stratify(targets) if isinstance(stratify, str) and stratify == "auto" else stratify
     stopping = PaperStopping() if stopping is None else stopping
+    train_augment = as_augment(train_augment)
     splits = protocol_splits(n, protocol=protocol, k=k, factor=augment_factor, labels=labels, source=source,
                              validation_fraction=validation_fraction, seed=seed, use_sklearn=use_sklearn)
     key = jax.random.key(seed)
@@ -324,13 +342,16 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
         histories = res.histories
     else:
         val = (x_all[splits.validation], y_all[splits.validation])
+        ckdir = fit_kwargs.pop("checkpoint_dir", None)
         for f, (tr, te) in enumerate(splits.folds):
             params, state = mdl.init(keys[f][0])
             tx = opt if opt is not None else optimizer(f)
             r = fit(mdl, params, state, tx, (x_all[tr], y_all[tr]), (x_all[te], y_all[te]), val,
                     epochs=epochs, batch_size=batch_size, key=keys[f][1], loss=loss, metrics=metrics,
                     stopping=stopping, augment=train_augment, grad_method=grad_method, progress=progress,
-                    **fit_kwargs)
+                    checkpoint_dir=None if ckdir is None else os.path.join(os.fspath(ckdir), f"fold_{f}"),
+                    config={"protocol": protocol, "fold": f, "k": k, "augment_factor": augment_factor,
+                            "seed": seed}, **fit_kwargs)
             folds.append({"fold": f, "metrics": r.metrics, "stopped_reason": r.stopped_reason,
                           "epochs": len(r.history)})
             histories.append(r.history)
@@ -344,5 +365,5 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     return CVResult(protocol, k, augment_factor, folds, mean, std, histories)
 
 
-__all__ = ["PROTOCOLS", "kfold_indices", "split_validation", "protocol_splits", "ProtocolSplits",
+__all__ = ["PROTOCOLS", "as_augment", "kfold_indices", "split_validation", "protocol_splits", "ProtocolSplits",
            "expand_dataset", "cross_validate", "CVResult"]

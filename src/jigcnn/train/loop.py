@@ -154,7 +154,12 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       over it, params replicated (data parallelism; ``batch_size`` must divide).
     * ``progress``: a tqdm bar over epochs when stderr is a TTY (``"always"``
       forces it, False turns it off).
+    * ``augment``: ``augment(key, images) -> images`` (traceable) or a
+      ``jigcnn.data.augment.AugmentConfig``, applied to every training batch.
     """
+    from jigcnn.train.cv import as_augment
+
+    augment = as_augment(augment)
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
     metric_names = [n for n, _ in metric_fns]

@@ -147,6 +147,9 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
     :func:`jigcnn.train.fit` and ``key=fold_keys(key, k)[f][1]`` on
     ``x[train_rows]``. Several seeds on one split: pass the same rows k times.
     """
+    from jigcnn.train.cv import as_augment
+
+    augment = as_augment(augment)
     k = len(folds)
     x, y = jnp.asarray(x), jnp.asarray(y)
     metric_names = [n for n, _ in resolve_metrics(metrics)]
