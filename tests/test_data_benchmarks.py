@@ -215,3 +215,13 @@ def test_official_table_matches_the_shared_copies(shared_data_dir):
     for name in ("mnist", "fashion-mnist", "sklearn-digits"):
         for fname, md5 in OFFICIAL[name]["files"].items():
             assert hashlib.md5((shared_data_dir / name / fname).read_bytes()).hexdigest() == md5
+
+
+def test_cifar10_auto_does_not_hide_a_corrupt_batch(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="test_batch: not a CIFAR-10 python batch"):
+        load_cifar10(tmp_path, "test")
+    with pytest.raises(ValueError, match="max_per_class applies to source='jpeg' only"):
+        load_cifar10(tmp_path, "test", max_per_class=3)

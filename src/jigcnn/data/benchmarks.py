@@ -70,6 +70,10 @@ class ChecksumError(DataError):
     """A downloaded file whose checksum differs from the expected one (the file is refused)."""
 
 
+class DataNotFoundError(DataError):
+    """A data set's files are not in the data directory; the message lists the places searched."""
+
+
 # ---------------------------------------------------------------- locating files
 
 
@@ -95,7 +99,7 @@ def _find(data_dir, subdirs: Sequence[str], names: Sequence[str], what: str) -> 
             tried.append(str(p))
             if p.exists():
                 return p
-    raise DataError(f"{what} not found; looked for: {', '.join(tried)}")
+    raise DataNotFoundError(f"{what} not found; looked for: {', '.join(tried)}")
 
 
 def _cache_root(cache) -> pathlib.Path | None:
@@ -221,17 +225,20 @@ def _read_cifar_batch(data: bytes, where: str):
 def _cifar_python(data_dir, split):
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     try:
-        folder = _find(data_dir, ["cifar-10"], ["cifar-10-batches-py"], "CIFAR-10 python batches")
-        parts = []
+        folder = _find(data_dir, ["cifar-10"], ["cifar-10-batches-py"], "CIFAR-10 python batches folder")
+    except DataNotFoundError:
+        folder = None
+    parts = []
+    if folder is not None:
         for n in names:
             if not (folder / n).is_file():
                 raise DataError(f"{folder / n}: missing CIFAR-10 batch")
             parts.append(_read_cifar_batch((folder / n).read_bytes(), str(folder / n)))
-    except DataError as folder_err:
-        tar = _find(data_dir, ["cifar-10"], ["cifar-10-python.tar.gz"], f"CIFAR-10 python batches ({folder_err})")
+    else:
+        tar = _find(data_dir, ["cifar-10"], ["cifar-10-python.tar.gz"],
+                    "CIFAR-10 python batches (neither a cifar-10-batches-py folder nor the tar.gz)")
         with tarfile.open(tar) as tf:
             members = {pathlib.PurePosixPath(m.name).name: m for m in tf.getmembers() if m.isfile()}
-            parts = []
             for n in names:
                 if n not in members:
                     raise DataError(f"{tar}: has no member {n}")
@@ -335,7 +342,7 @@ def load_cifar10(data_dir=None, split: str = "train", source: str = "auto", *, a
     _check_split(split)
     if source not in ("auto", "python", "jpeg", "png-subset"):
         raise ValueError(f"source must be 'auto', 'python', 'jpeg' or 'png-subset', got {source!r}")
-    if max_per_class is not None and source not in ("jpeg", "auto"):
+    if max_per_class is not None and source != "jpeg":
         raise ValueError("max_per_class applies to source='jpeg' only")
     loaders = {
         "python": lambda: _cifar_python(data_dir, split),
@@ -349,13 +356,11 @@ def load_cifar10(data_dir=None, split: str = "train", source: str = "auto", *, a
     for name in ("python", "jpeg", "png-subset"):
         try:
             x, y = loaders[name]()
-        except DataError as e:
-            if "not found" not in str(e):
-                raise
+        except DataNotFoundError as e:
             errors.append(f"{name}: {e}")
             continue
         return _finish(x, y, as_uint8)
-    raise DataError("CIFAR-10 not found in any layout: " + "; ".join(errors))
+    raise DataNotFoundError("CIFAR-10 not found in any layout: " + "; ".join(errors))
 
 
 # ---------------------------------------------------------------- downloads
