@@ -152,6 +152,7 @@ def test_preview_png(batch, tmp_path):
         assert im.size == ((4 * 36 + 3 * 2) * 2, 58 * 2) and im.mode == "L"
         strip = np.asarray(im)
     np.testing.assert_array_equal(strip[::2, : 36 * 2 : 2], np.round(np.asarray(batch[0])[..., 0] * 255))
+    np.testing.assert_array_equal(preview(batch[0], jax.random.key(12), paper_preset(), scale=2)[..., 0], strip)
     assert [f.name for f in tmp_path.iterdir()] == ["fig3.png"]  # no temporary file left
 
 
