@@ -19,13 +19,15 @@ def _fit(**kw):
     m = tiny_model()
     p, s = m.init(jax.random.key(0))
     kw.setdefault("epochs", 3)
+    kw.setdefault("progress", False)
     tx = kw.pop("tx", optax.sgd(0.05, momentum=0.9))
-    return fit(m, p, s, tx, tr, te, va, key=jax.random.key(1), loss=LOSS, progress=False, **kw)
+    return fit(m, p, s, tx, tr, te, va, key=jax.random.key(1), loss=LOSS, **kw)
 
 
-def test_history_and_determinism():
+def test_history_and_determinism(capsys):
     a = _fit()
-    b = _fit()
+    b = _fit(progress="always")  # the tqdm bar (forced on: pytest's stderr is not a TTY) changes nothing
+    assert "3/3" in capsys.readouterr().err
     assert len(a.history) == 3 and a.stopped_reason == "completed 3 epochs"
     keys = set(a.history.keys())
     assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss", "val_accuracy",
@@ -110,3 +112,20 @@ def test_patience_rule_and_restore_best():
 def test_paper_stopping_caps_fit_at_passes():
     r = _fit(epochs=None, stopping=PaperStopping(passes=2, tolerance=7))
     assert len(r.history) == 2 and "2 passes" in r.stopped_reason
+
+
+def test_regression_metrics_and_default_monitor():
+    from jigcnn import Conv2D, Dense, Flatten, Sequential
+    from jigcnn.train import default_monitor
+
+    x, _ = tiny_data(n=96)
+    t = (60.0 + 10.0 * x.mean(axis=(1, 2, 3)))[:, None].astype(np.float32)  # an "age in months"
+    m = Sequential([Conv2D(features=1, kernel_size=3), Flatten(), Dense(features=1)], input_shape=(8, 8, 1))
+    p, s = m.init(jax.random.key(0))
+    r = fit(m, p, s, optax.adam(0.05), (x[:64], t[:64]), validation=(x[64:], t[64:]), epochs=3,
+            key=jax.random.key(1), loss="mae", metrics=("mape", "mae"), stopping=Patience(patience=5),
+            progress=False)
+    assert default_monitor(("mape", "mae"), True, False) == "val_mape"
+    assert {"train_mape", "val_mape", "val_mae", "val_loss"} <= set(r.history.keys())
+    np.testing.assert_allclose(r.history["val_mae"], r.history["val_loss"], rtol=1e-6)
+    assert r.history["val_mape"][-1] < r.history["val_mape"][0]
