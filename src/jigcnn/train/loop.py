@@ -268,7 +268,8 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                     bar.close()
                     bar = None
                 if on_divergence == "raise":
-                    raise DivergenceError(msg + (f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""),
+                    has_ckpt = bool(ckpt_path) and os.path.exists(ckpt_path)
+                    raise DivergenceError(msg + (f"; last good checkpoint: {ckpt_path}" if has_ckpt else ""),
                                           result, epoch, step, layers)
                 return result
             record = {"epoch": epoch, "train_loss": float(stats["loss"])}
