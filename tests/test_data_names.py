@@ -1,7 +1,7 @@
 """File-name labels: the paper's two examples, a table of malformed names, overrides, round trips."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jigcnn.data.names import DEFAULT_WHO_TABLE, FileNameError, WhoIsDrawn, format_name, parse_name
@@ -81,6 +81,7 @@ def test_default_table_entries():
         WhoIsDrawn("x", "other")
 
 
+@settings(deadline=None, max_examples=60)  # no per-example deadline: the machine is shared and loaded
 @given(
     cat=st.sampled_from(["nu"] + [f"p{i}" for i in range(1, 8)]),
     number=st.integers(0, 9999),

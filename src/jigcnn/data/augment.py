@@ -162,6 +162,7 @@ def augment_dataset(
     Copies of drawing i sit at rows ``i*factor .. i*factor+factor-1``; with ``include_original`` the
     first of them is the unaltered drawing. Labels are repeated to match. ``source`` lets a grouped
     split keep all copies of one drawing on one side (the paper split after augmenting, which does not).
+    The copies are a function of (key, chunk): each chunk of rows draws from ``fold_in(key, first_row)``.
     """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
