@@ -13,6 +13,11 @@ from jigcnn.model import Sequential
 KEY = jax.random.key(0)
 
 
+def init(layer, in_shape):
+    """layer.init traced with jax.eval_shape: the same checks, without compiling any random draws."""
+    return jax.eval_shape(lambda k: layer.init(k, in_shape), KEY)
+
+
 @pytest.mark.parametrize("arg,value", [("strides", 0), ("strides", -2), ("strides", (1, 0)),
                                        ("kernel_size", 0), ("kernel_size", (3, -1)), ("dilation", 0)])
 def test_conv_non_positive_geometry(arg, value):
@@ -37,7 +42,7 @@ def test_kernel_larger_than_padded_input():
     with pytest.raises(ValueError, match=r"big: kernel 5x5 .*larger than the padded input 4x4"):
         Conv2D(2, 5, name="big").output_shape((4, 4, 1))
     with pytest.raises(ValueError, match=r"dil: kernel 5x5 \(dilated\) is larger than the padded input 4x6"):
-        Conv2D(2, 3, dilation=2, padding=((0, 0), (1, 1)), name="dil").init(KEY, (4, 4, 1))
+        init(Conv2D(2, 3, dilation=2, padding=((0, 0), (1, 1)), name="dil"), (4, 4, 1))
     assert Conv2D(2, 5, padding=1, name="ok").output_shape((4, 4, 1)) == (2, 2, 2)   # padded to 6x6: fits
     with pytest.raises(ValueError, match="conv3: kernel 3x3"):                  # auto-named inside a model
         Sequential([Conv2D(2, 3), MaxPool(2), Conv2D(2, 3)], input_shape=(6, 6, 1))
@@ -58,15 +63,15 @@ def test_padding_errors():
 
 def test_connection_table_errors():
     with pytest.raises(ValueError, match=r"ct: connection_table must have shape \(in_channels, features\) = \(2, 4\), got \(4, 2\)"):
-        Conv2D(4, 3, connection_table=np.ones((4, 2), bool), name="ct").init(KEY, (5, 5, 2))
+        init(Conv2D(4, 3, connection_table=np.ones((4, 2), bool), name="ct"), (5, 5, 2))
     with pytest.raises(ValueError, match="ct: connection_table"):   # not even 2-D
-        Conv2D(4, 3, connection_table=np.ones(8, bool), name="ct").init(KEY, (5, 5, 2))
+        init(Conv2D(4, 3, connection_table=np.ones(8, bool), name="ct"), (5, 5, 2))
     with pytest.raises(ValueError, match=r"ct: connection_table leaves output maps \[1\] with no input"):
-        Conv2D(3, 3, connection_table=np.array([[1, 0, 1], [1, 0, 0]], bool), name="ct").init(KEY, (5, 5, 2))
+        init(Conv2D(3, 3, connection_table=np.array([[1, 0, 1], [1, 0, 0]], bool), name="ct"), (5, 5, 2))
     with pytest.raises(ValueError, match="ct: give either connection_table or groups"):
-        Conv2D(4, 3, connection_table=np.ones((2, 4), bool), groups=2, name="ct").init(KEY, (5, 5, 2))
+        init(Conv2D(4, 3, connection_table=np.ones((2, 4), bool), groups=2, name="ct"), (5, 5, 2))
     with pytest.raises(ValueError, match="g: groups=2 must divide in_channels=3"):
-        Conv2D(4, 3, groups=2, name="g").init(KEY, (5, 5, 3))
+        init(Conv2D(4, 3, groups=2, name="g"), (5, 5, 3))
     with pytest.raises(ValueError, match="g: groups must be a positive int"):
         Conv2D(4, 3, groups=0, name="g")
 
@@ -94,7 +99,7 @@ def test_dense_on_a_non_vector_input():
     with pytest.raises(ValueError, match="fc: expects a vector per sample"):
         Sequential([Dense(3, name="fc")], input_shape=(4, 4, 1))
     layer = Dense(3, name="fc")
-    _, params, state = layer.init(KEY, (16,))
+    _, params, state = init(layer, (16,))  # shape structs: apply rejects the rank before touching them
     with pytest.raises(ValueError, match="fc: expects a batch of rank 2"):
         layer.apply(params, state, jnp.ones((16,)))
 
@@ -105,7 +110,7 @@ def test_maps_required_for_conv_and_pool():
     with pytest.raises(ValueError, match=r"mp: expects per-sample input \(H, W, C\)"):
         MaxPool(2, name="mp").output_shape((4, 4))
     layer = Conv2D(2, 3, name="c")
-    _, params, state = layer.init(KEY, (5, 5, 1))
+    _, params, state = init(layer, (5, 5, 1))
     with pytest.raises(ValueError, match="c: expects a batch of rank 4"):
         layer.apply(params, state, jnp.ones((5, 5, 1)))
 
