@@ -140,6 +140,13 @@ def test_ignet_deep_per_layer_settings_and_errors():
         zoo.ignet_deep(8, 1)
     with pytest.raises(ValueError, match="W must be"):
         zoo.ignet_deep(3, 1, W=(1.0, 2.0))
+    with pytest.raises(ValueError, match="kernel must be"):
+        zoo.ignet_deep(3, 1, kernel=[3, 3, 3])
+    # a tuple kernel / padding is one value for every conv; a list is one per conv; arrays work for W
+    net = zoo.ignet_deep(3, 1, kernel=(5, 3), padding=["same", (1, 0)], W=np.array([1.0, 2.0, 4.0]))
+    assert net.shapes()[1:3] == [(58, 36, 8), (56, 34, 8)]
+    assert [net[n].initializer.W for n in ("conv1", "conv2", "fc")] == [1.0, 2.0, 4.0]
+    assert zoo.ignet_fig5(W=5.0)["fc"].initializer.W == 5.0
 
 
 SMALL = [

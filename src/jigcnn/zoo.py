@@ -52,12 +52,18 @@ def _head(layers: list, head_activation: str | None) -> list:
     return layers
 
 
-def _per_layer(value, n: int, what: str) -> tuple:
-    """A scalar broadcast to n layers, or a sequence of exactly n values."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+def _per_layer(value, n: int, what: str, *, list_only: bool = False) -> tuple:
+    """One value broadcast to n layers, or exactly n values, one per layer.
+
+    With `list_only`, only a list counts as per-layer (a tuple such as a (3, 3) kernel or a
+    ((0, 1), (1, 0)) padding is one value for every layer).
+    """
+    per_layer = isinstance(value, list) if list_only else (
+        not isinstance(value, (str, bytes)) and (isinstance(value, Sequence) or np.ndim(value) > 0))
+    if not per_layer:
         return (value,) * n
     if len(value) != n:
-        raise ValueError(f"{what} must be a scalar or a sequence of {n} values (one per layer), got {len(value)}")
+        raise ValueError(f"{what} must be one value or a list of {n} values (one per layer), got {len(value)}")
     return tuple(value)
 
 
@@ -98,8 +104,9 @@ def ignet_deep(depth: int, outputs: int = 1, *, filters=8, kernel=(3, 3), paddin
     frozen biases; it does not print their filter sizes. Our choice: 3x3 "valid" convs with 8
     filters each (a 58x36 input shrinks by 2 per conv, to 46x24 at depth 7), stride 1.
     `filters`, `kernel`, `padding`, `W`, `B` and `activation` may be one value or one per
-    layer (`filters`, `kernel` and `padding`: one per conv layer; `W`, `B`, `activation`: one
-    per layer, the FC layer last). Default amplitudes: W = 1 for the convs and 10 for the FC
+    layer: `filters` (int or sequence), `kernel` and `padding` (a *list* gives one per conv
+    layer; a tuple such as (3, 5) is one value for all) cover the conv layers; `W`, `B` and
+    `activation` cover every layer, the FC layer last. Default amplitudes: W = 1 for the convs and 10 for the FC
     layer (as Fig. 4b raised the last layer's), B = 0. depth=1 is a lone FC layer.
     """
     if not isinstance(depth, (int, np.integer)) or not 1 <= depth <= 7:
@@ -111,9 +118,8 @@ def ignet_deep(depth: int, outputs: int = 1, *, filters=8, kernel=(3, 3), paddin
     B = _per_layer(B, depth, "B")
     acts = _per_layer(activation, depth, "activation")
     filt = _per_layer(filters, n_conv, "filters")
-    kern = kernel if n_conv and isinstance(kernel, Sequence) and len(kernel) == n_conv and all(
-        isinstance(k, Sequence) for k in kernel) else (kernel,) * n_conv
-    pads = _per_layer(padding, n_conv, "padding") if n_conv else ()
+    kern = _per_layer(kernel, n_conv, "kernel", list_only=True)
+    pads = _per_layer(padding, n_conv, "padding", list_only=True)
     layers: list = [
         Conv2D(filt[i], kern[i], padding=pads[i], bias=bias, activation=acts[i],
                initializer=ignet(W[i], B[i]), name=f"conv{i + 1}")
