@@ -9,6 +9,7 @@ import sys
 import jax
 import numpy as np
 import optax
+import pytest
 
 from _train_helpers import tiny_data, tiny_model
 from jigcnn.train import PaperStopping, fit, fit_folds_vmapped, fold_keys, kfold_indices
@@ -59,3 +60,14 @@ def test_two_simulated_devices_match_one(tmp_path):
     for a, b in zip(r["h1"], r["h2"]):
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bench_folds_runs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_folds", HERE.parent / "experiments" / "bench_folds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.bench(k=2, n=128, epochs=2, batch_size=16, features=2)
+    assert r["speedup_total"] > 0 and r["speedup_steady"] > 0
