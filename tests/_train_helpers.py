@@ -1,6 +1,6 @@
 """Shared tiny problems for the training tests (also run as a subprocess script by some of them).
 
-``python tests/_train_helpers.py run --ckpt DIR --epochs E [--resume] [--sleep S] --out FILE``
+``python tests/_train_helpers.py run --ckpt DIR --epochs E [--resume] [--sleep S --sleep-after N] --out FILE``
 trains the tiny net with per-epoch checkpoints, printing ``epoch N`` after each
 epoch's checkpoint, and writes the final metrics and history (JSON) to FILE.
 ``python tests/_train_helpers.py dp --out FILE`` compares 1 device with a
@@ -54,7 +54,8 @@ def _run(args):
 
     def slow(epoch, rec):
         print(f"epoch {epoch}", flush=True)
-        time.sleep(args.sleep)
+        if epoch >= getattr(args, "sleep_after", 1):
+            time.sleep(args.sleep)
 
     r = fit(m, p, s, tx, tr, te, va, epochs=args.epochs, key=jax.random.key(1), loss="softmax_cross_entropy",
             checkpoint_dir=args.ckpt, resume=args.resume, progress=False, on_epoch_end=slow,
@@ -100,6 +101,7 @@ if __name__ == "__main__":
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--sleep-after", type=int, default=1, help="sleep after each epoch from this one on")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     cache = os.environ.get("JIGCNN_TEST_JAX_CACHE")

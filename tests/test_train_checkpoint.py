@@ -101,21 +101,22 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
     ck = tmp_path / "ckpt"
     out = tmp_path / "out.json"
     cmd = [sys.executable, str(SCRIPT), "run", "--ckpt", str(ck), "--epochs", str(epochs), "--out", str(out)]
-    proc = subprocess.Popen(cmd + ["--sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=_env(), text=True)
+    proc = subprocess.Popen(cmd + ["--sleep", "30", "--sleep-after", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=_env(), text=True)
     try:
-        line = proc.stdout.readline()  # "epoch 1" after its checkpoint is on disk; then it sleeps
-        assert line.strip() == "epoch 1", line
+        # "epoch N" is printed after epoch N's checkpoint is on disk; after epoch 2 it sleeps: kill it there
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        assert lines == ["epoch 1", "epoch 2"], lines
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL and not out.exists()
-    assert ckpt.read_header(ck / ckpt.CHECKPOINT_NAME)["meta"]["epoch"] == 1
+    assert ckpt.read_header(ck / ckpt.CHECKPOINT_NAME)["meta"]["epoch"] == 2
     res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(), timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["epoch", "2", "epoch", "3", "epoch", "4", "epoch", "5"]
+    assert res.stdout.split() == ["epoch", "3", "epoch", "4", "epoch", "5"]
     got = json.loads(out.read_text())
     assert got["history"] == ref["history"]
     assert got["metrics"] == ref["metrics"]
