@@ -27,12 +27,13 @@ def leaky_relu(z: Array, negative_slope: float = 0.01) -> Array:
 
 def elu(z: Array, alpha: float = 1.0) -> Array:
     """ELU: z for z > 0, alpha * (e^z - 1) otherwise."""
-    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.minimum(z, 0.0)))
+    # where(), not minimum(): at z = 0 autodiff then takes the left branch's derivative (alpha)
+    return jnp.where(z > 0, z, alpha * jnp.expm1(jnp.where(z > 0, 0.0, z)))
 
 
 def relu(z: Array) -> Array:
-    """ReLU: max(z, 0)."""
-    return jnp.maximum(z, 0.0)
+    """ReLU: max(z, 0), with derivative 0 at z = 0 (jax.nn.relu's convention)."""
+    return jax.nn.relu(z)
 
 
 def softmax(z: Array) -> Array:

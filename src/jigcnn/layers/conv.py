@@ -118,6 +118,12 @@ class Conv2D(Layer):
         get_initializer(self.initializer, self.label())
         if isinstance(self.padding, str):
             resolve_padding(self.padding, (1, 1), (1, 1), (1, 1), self)
+        if self.connection_table is not None:
+            table = np.asarray(self.connection_table)
+            if table.ndim != 2:
+                raise self.error(f"connection_table must be a 2-D (in_channels, features) boolean table, got shape {table.shape}")
+            # stored as nested tuples so the layer spec stays hashable and comparable
+            object.__setattr__(self, "connection_table", tuple(tuple(bool(v) for v in row) for row in table))
 
     @property
     def bias_mode(self) -> str:

@@ -1,0 +1,115 @@
+"""Hand-written convolution and dense backward passes (paper Eqs. 1, 1a, 2, 2a)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from jigcnn.activations import get_activation
+from jigcnn.backprop.activations import delta as activation_delta
+from jigcnn.backprop.activations import derivative
+
+
+def fold_edge_padding(g, pads, h, w):
+    """Transpose of edge padding: border gradients are summed back onto the edge pixels."""
+    (pt, pb), (pl, pr) = pads
+    rows = [g[:, : pt + 1].sum(axis=1, keepdims=True)]
+    if h > 1:
+        rows += [g[:, pt + 1: pt + h - 1], g[:, pt + h - 1:].sum(axis=1, keepdims=True)]
+    else:
+        rows = [g.sum(axis=1, keepdims=True)]
+    g = jnp.concatenate(rows, axis=1)
+    if w > 1:
+        cols = [g[:, :, : pl + 1].sum(axis=2, keepdims=True), g[:, :, pl + 1: pl + w - 1],
+                g[:, :, pl + w - 1:].sum(axis=2, keepdims=True)]
+    else:
+        cols = [g.sum(axis=2, keepdims=True)]
+    return jnp.concatenate(cols, axis=2)
+
+
+def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation):
+    """Eq. 1/1a: dL/dw[a,b,c,o] = sum over samples and output positions beta of In_alpha(beta) * delta_beta.
+
+    The correlation of the padded layer input with the deltas, written as one convolution
+    in which the deltas are the (stride-dilated) filter.
+    """
+    dw = lax.conv_general_dilated(
+        xp, delta, window_strides=dilation, padding="VALID", rhs_dilation=strides,
+        dimension_numbers=("CHWN", "IHWO", "HWNC"),
+    )
+    return dw[: kernel_hw[0], : kernel_hw[1]]
+
+
+def conv_input_gradient(delta, kernel, padded_hw, strides, dilation):
+    """dL/dIn: the full convolution of the (stride-dilated) deltas with the flipped kernel.
+
+    Rows/columns of the padded input that no window reached (stride not dividing the size)
+    get zero gradient.
+    """
+    kh, kw = kernel.shape[:2]
+    keff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    ho, wo = delta.shape[1:3]
+    extra = (padded_hw[0] - ((ho - 1) * strides[0] + keff[0]), padded_hw[1] - ((wo - 1) * strides[1] + keff[1]))
+    pads = ((keff[0] - 1, keff[0] - 1 + extra[0]), (keff[1] - 1, keff[1] - 1 + extra[1]))
+    return lax.conv_general_dilated(
+        delta, kernel[::-1, ::-1], window_strides=(1, 1), padding=pads, lhs_dilation=strides,
+        rhs_dilation=dilation, dimension_numbers=("NHWC", "HWOI", "NHWC"),
+    )
+
+
+def conv_forward(layer, params, state, x, *, train, key):
+    """Forward pass keeping the input, pre-activation and output for the backward pass."""
+    z = layer.preactivation(params, state, x)
+    y = _activate(layer, z)
+    return y, state, (x, z, y)
+
+
+def _activate(layer, z):
+    return get_activation(layer.activation, layer.activation_param)(z)
+
+
+def conv_backward(layer, params, state, cache, dy, *, delta=None):
+    """Backward pass of Conv2D: deltas, Eq. 1/1a weight gradient, Eq. 2/2a bias gradient, input gradient."""
+    x, z, y = cache
+    if delta is None:
+        delta = activation_delta(layer.activation, z, y, dy, layer.activation_param)
+    k, s, d, pads, _ = layer.geometry(x.shape[1:])
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), mode="edge" if layer.pad_mode == "edge" else "constant")
+    kernel = layer.effective_kernel(params)
+    dw = conv_weight_gradient(xp, delta, k, s, d)
+    m = layer.mask(kernel.shape[2])
+    if m is not None:
+        dw = dw * jnp.asarray(m, dw.dtype)
+    grads = {"kernel": dw}
+    if "bias" in params:
+        grads["bias"] = jnp.sum(delta, axis=(0, 1, 2))
+    dxp = conv_input_gradient(delta, kernel, xp.shape[1:3], s, d)
+    h, w = x.shape[1:3]
+    if layer.pad_mode == "edge":
+        dx = fold_edge_padding(dxp, pads, h, w)
+    else:
+        dx = dxp[:, pads[0][0]: pads[0][0] + h, pads[1][0]: pads[1][0] + w]
+    record = {"input": x, "act_deriv": derivative(layer.activation, z, y, layer.activation_param),
+              "delta": delta, "weight_grad": dw}
+    return dx, grads, record
+
+
+def dense_forward(layer, params, state, x, *, train, key):
+    """Forward pass keeping the input, pre-activation and output."""
+    z = layer.preactivation(params, state, x)
+    y = _activate(layer, z)
+    return y, state, (x, z, y)
+
+
+def dense_backward(layer, params, state, cache, dy, *, delta=None):
+    """Backward pass of Dense: dW = In^T delta (Eq. 1), db = sum of delta (Eq. 2), dIn = delta W^T."""
+    x, z, y = cache
+    if delta is None:
+        delta = activation_delta(layer.activation, z, y, dy, layer.activation_param)
+    dw = x.T @ delta
+    grads = {"kernel": dw}
+    if "bias" in params:
+        grads["bias"] = jnp.sum(delta, axis=0)
+    record = {"input": x, "act_deriv": derivative(layer.activation, z, y, layer.activation_param),
+              "delta": delta, "weight_grad": dw}
+    return delta @ params["kernel"].T, grads, record

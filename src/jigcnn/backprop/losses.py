@@ -1,0 +1,34 @@
+"""Hand-written loss derivatives dLoss/dN for the output layer (the last factor of Eq. 1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jigcnn.activations import softmax
+from jigcnn.losses import one_hot_targets
+
+
+def output_gradient(name: str, outputs, targets):
+    """dLoss/d(outputs) of the named mean loss."""
+    n = outputs.shape[0]
+    if name == "mae":
+        return jnp.sign(outputs - targets) / outputs.size
+    if name == "mse":
+        return 2.0 * (outputs - targets) / outputs.size
+    if name == "softmax_cross_entropy":
+        return (softmax(outputs) - one_hot_targets(targets, outputs.shape[-1], outputs.dtype)) / n
+    if name == "cross_entropy":
+        t = one_hot_targets(targets, outputs.shape[-1], outputs.dtype)
+        tiny = jnp.finfo(outputs.dtype).tiny
+        return jnp.where(outputs > tiny, -t / jnp.maximum(outputs, tiny), 0.0) / n
+    if name == "nll":
+        return -one_hot_targets(targets, outputs.shape[-1], outputs.dtype) / n
+    if name == "binary_cross_entropy":
+        return (jax.nn.sigmoid(outputs) - targets.astype(outputs.dtype)) / outputs.size
+    raise ValueError(f"no hand-written gradient for loss {name!r}")
+
+
+def softmax_cross_entropy_delta(probs, targets):
+    """The combined softmax + cross-entropy gradient dLoss/dz = (s - t) / N (paper's footnote 2)."""
+    return (probs - one_hot_targets(targets, probs.shape[-1], probs.dtype)) / probs.shape[0]

@@ -1,0 +1,108 @@
+"""Whole networks: hand-written gradients (paper Eqs. 1-2a chained) equal jax.grad's."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jigcnn import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, PReLU, Sequential, ignet
+from jigcnn.testing import check_network
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+
+
+def fig5_net(outputs, head=None):
+    """IgNet Fig. 5: one conv (16 filters 5x5) + one fully connected layer, identity, frozen biases."""
+    return Sequential([
+        Conv2D(16, 5, bias="frozen", initializer=ignet(1.0, 0.1)),
+        Flatten(),
+        Dense(outputs, bias="frozen", activation=head or "identity", initializer=ignet(10.0, 0.1)),
+    ], input_shape=(58, 36, 1))
+
+
+def fig7_net():
+    """A 7-layer identity net in the spirit of Fig. 7 (six convs + one fully connected)."""
+    convs = [Conv2D(c, k, padding=p, strides=s, bias="frozen", initializer=ignet(w, 0.05))
+             for c, k, p, s, w in [(4, 5, "same", 1, 1.0), (4, 3, "valid", 1, 2.0), (6, 3, "same", 2, 2.0),
+                                   (6, 3, "valid", 1, 2.0), (8, (3, 2), "same", 1, 2.0), (8, 3, "valid", 2, 2.0)]]
+    return Sequential(convs + [Flatten(), Dense(1, initializer=ignet(10.0))], input_shape=(58, 36, 1))
+
+
+def lenet5():
+    return Sequential([
+        Conv2D(6, 5, padding="same", activation="relu"), MaxPool(2),
+        Conv2D(16, 5, activation="relu"), MaxPool(2), Flatten(),
+        Dense(120, activation="relu"), Dense(84, activation="relu"), Dense(10),
+    ], input_shape=(28, 28, 1))
+
+
+def batchnorm_net():
+    # no conv bias in front of batch norm: its gradient is zero in exact arithmetic and both
+    # paths return only rounding noise there, which no relative error can compare
+    return Sequential([
+        Conv2D(8, 3, padding="same", bias="none"), BatchNorm(), Activation("relu"),
+        Conv2D(8, 3, padding="same", bias="none"), BatchNorm(), PReLU(), MaxPool(2), Dropout(0.25),
+        Flatten(), Dense(16, activation="elu"), BatchNorm(), Dense(5, activation="log_softmax"),
+    ], input_shape=(12, 10, 3))
+
+
+def table_net():
+    table = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 0, 1], [0, 0, 1, 1, 1]], bool)
+    return Sequential([
+        Conv2D(3, 5, activation="tanh"), AvgPool(2),
+        Conv2D(5, 3, connection_table=table, activation="sigmoid"), AvgPool(2),
+        Flatten(), Dense(4, activation="softmax"),
+    ], input_shape=(20, 20, 1))
+
+
+def strided_padded_net():
+    return Sequential([
+        Conv2D(3, (4, 3), strides=(3, 2), padding=((2, 1), (0, 3)), pad_mode="edge", activation="leaky_relu"),
+        Conv2D(4, 3, strides=2, padding="same", dilation=(1, 2), activation="bipolar_sigmoid"),
+        MaxPool(3, 2), Conv2D(2, 2, padding=1, bias="frozen"),
+    ], input_shape=(23, 29, 2))
+
+
+def _targets(loss, shape, rng, dtype):
+    if loss in ("mae", "mse", "binary_cross_entropy"):
+        return jnp.asarray(rng.random(shape), dtype)
+    return jnp.asarray(rng.integers(0, shape[-1], shape[0]))
+
+
+CASES = [
+    ("fig5_regression_mae", lambda: fig5_net(1), "mae"),
+    ("fig5_classification_softmax_ce", lambda: fig5_net(10, "softmax"), "cross_entropy"),
+    ("fig7_regression_mae", fig7_net, "mae"),
+    ("lenet5_softmax_ce", lenet5, "softmax_cross_entropy"),
+    ("batchnorm_dropout_nll", batchnorm_net, "nll"),
+    ("connection_table_ce", table_net, "cross_entropy"),
+    ("strided_edge_padding_matrix_output_mse", strided_padded_net, "mse"),
+    ("strided_matrix_output_bce", strided_padded_net, "binary_cross_entropy"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name,build,loss", CASES, ids=[c[0] for c in CASES])
+def test_network(name, build, loss, dtype, x64):
+    model = build()
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    x = jnp.asarray(rng.random((3, *model.input_shape)), dtype)
+    targets = _targets(loss, (3, *model.shapes()[-1]), rng, dtype)
+    check_network(model, loss, x, targets, train=True, key=jax.random.key(1), rtol=RTOL[dtype])
+
+
+def test_fig5_intermediates_are_the_papers_quantities(x64):
+    """Aux.intermediates carry, per layer, the input map, N', the deltas and dL/dw (Fig. 4's columns)."""
+    from jigcnn.backprop import manual_value_and_grad
+
+    model = fig5_net(1)
+    params, state = model.init(jax.random.key(0), dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(0).random((4, 58, 36, 1)))
+    (_, aux), grads = manual_value_and_grad(model, "mae")(params, state, x, jnp.ones((4, 1)))
+    rec = aux.intermediates
+    assert set(rec) == {"conv1", "dense3"}
+    assert rec["conv1"]["input"].shape == x.shape
+    assert rec["conv1"]["delta"].shape == (4, 54, 32, 16)
+    np.testing.assert_array_equal(rec["conv1"]["act_deriv"], 1.0)  # identity activations
+    np.testing.assert_array_equal(rec["dense3"]["weight_grad"], grads["dense3"]["kernel"])
+    assert "bias" not in grads["conv1"] and "bias" in state["conv1"]  # the paper's biases did not learn
