@@ -6,6 +6,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -103,6 +104,8 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "run", "--ckpt", str(ck), "--epochs", str(epochs), "--out", str(out)]
     proc = subprocess.Popen(cmd + ["--sleep", "30", "--sleep-after", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=_env(), text=True)
+    watchdog = threading.Timer(240, proc.kill)  # never hang the suite on a stuck child
+    watchdog.start()
     try:
         # "epoch N" is printed after epoch N's checkpoint is on disk; after epoch 2 it sleeps: kill it there
         lines = [proc.stdout.readline().strip() for _ in range(2)]
@@ -110,6 +113,7 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL and not out.exists()

@@ -15,7 +15,7 @@ import optax
 
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
-from jigcnn.train.step import make_epoch_fn, make_eval_fn, resolve_metrics
+from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
 from jigcnn.train.stopping import PaperStopping, Patience  # noqa: F401  (re-exported for convenience)
 
 
@@ -186,11 +186,17 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         if min(batch_size, n_train) % mesh.size:
             raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh")
 
-    epoch_fn = jax.jit(make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
-                                     dropconnect=dropconnect, metrics=metrics, augment=augment,
-                                     batch_sharding=batch_sharding), donate_argnums=(0, 2))
-    eval_fn = jax.jit(make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size,
-                                   batch_sharding=batch_sharding))
+    epoch_fn = cached_jit(
+        "epoch",
+        lambda: jax.jit(make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
+                                      dropconnect=dropconnect, metrics=metrics, augment=augment,
+                                      batch_sharding=batch_sharding), donate_argnums=(0, 2)),
+        model, loss, optimizer, batch_size, grad_method, dropconnect, metrics, augment, batch_sharding)
+    eval_fn = cached_jit(
+        "eval",
+        lambda: jax.jit(make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size,
+                                     batch_sharding=batch_sharding)),
+        model, loss, metrics, eval_batch_size, batch_sharding)
 
     def put(tree):
         return jax.device_put(tree, rep) if rep is not None else tree

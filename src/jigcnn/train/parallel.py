@@ -33,7 +33,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jigcnn.train.loop import History, _progress_bar, default_monitor
-from jigcnn.train.step import make_epoch_fn, make_eval_fn, make_update, resolve_metrics
+from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
 
 # ---------------------------------------------------------------- data parallelism
 
@@ -180,11 +180,18 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
         monitor = stopping.monitor or default_monitor(metrics, "val" in parts, "test" in parts)
     restore_best = bool(getattr(stopping, "restore_best", False))
 
-    epoch_core = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
-                               dropconnect=dropconnect, metrics=metrics, augment=augment)
-    eval_core = make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size)
-    epoch_v = jax.jit(jax.vmap(epoch_core, in_axes=(0, 0, 0, None, None, 0, 0, 0, 0)), donate_argnums=(0, 2))
-    eval_v = jax.jit(jax.vmap(eval_core, in_axes=(0, 0, None, None, 0, 0)))
+    def build_epoch():
+        core = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
+                             dropconnect=dropconnect, metrics=metrics, augment=augment)
+        return jax.jit(jax.vmap(core, in_axes=(0, 0, 0, None, None, 0, 0, 0, 0)), donate_argnums=(0, 2))
+
+    def build_eval():
+        core = make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size)
+        return jax.jit(jax.vmap(core, in_axes=(0, 0, None, None, 0, 0)))
+
+    epoch_v = cached_jit("epoch_vmap", build_epoch, model, loss, optimizer, batch_size, grad_method, dropconnect,
+                         metrics, augment)
+    eval_v = cached_jit("eval_vmap", build_eval, model, loss, metrics, eval_batch_size)
 
     histories = [History() for _ in range(k)]
     reasons: list[str | None] = [None] * k

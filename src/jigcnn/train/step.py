@@ -23,6 +23,7 @@ reports the first bad step and the layers whose gradient went non-finite.
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, Sequence
 
 import jax
@@ -292,3 +293,38 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
         return {k: jnp.where(n_valid > 0, v / n, jnp.nan) for k, v in sums.items()}
 
     return evaluate
+
+
+_CACHE: "collections.OrderedDict[tuple, tuple[Any, tuple]]" = collections.OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _hkey(x):
+    """A cache-key part: the value when hashable (a model spec, a name), else its identity."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_hkey(v) for v in x)
+    try:
+        hash(x)
+    except TypeError:
+        return ("id", id(x))
+    return x
+
+
+def cached_jit(kind: str, build: Callable[[], Any], *parts) -> Any:
+    """The compiled function ``build()`` for this (kind, parts), reused across calls (LRU, 32 entries).
+
+    ``fit`` calls for the same model spec, loss, optimizer object, batch size...
+    (folds of a cross-validation, a resumed run) then share one ``jax.jit``
+    object and so its compilation cache. The parts are kept alive with the entry,
+    so an identity used in the key cannot be recycled while it is cached.
+    """
+    key = (kind,) + tuple(_hkey(p) for p in parts)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit[0]
+    fn = build()
+    _CACHE[key] = (fn, parts)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return fn
