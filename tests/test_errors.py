@@ -158,3 +158,23 @@ def test_mismatched_classification_targets():
         losses.nll(jnp.zeros((4, 3)), jnp.ones((4, 2)))
     with pytest.raises(ValueError, match=r"mape: predictions \(3,\) and targets \(3, 1\)"):
         metrics.mape(jnp.ones((3,)), jnp.ones((3, 1)))
+
+
+def test_activation_parameter_on_a_parameterless_activation_names_the_layer():
+    from jigcnn import Dense
+
+    with pytest.raises(ValueError, match=r"fc: activation 'relu' takes no parameter"):
+        Dense(3, activation="relu", activation_param=0.1, name="fc")
+
+
+def test_wrong_number_of_integer_labels_names_the_loss():
+    import jax.numpy as jnp
+    from jigcnn import losses, metrics
+
+    logits = jnp.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: 3 labels for a batch of 4"):
+        losses.softmax_cross_entropy(logits, jnp.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"nll: 5 labels for a batch of 4"):
+        losses.nll(logits, jnp.array([0, 1, 2, 0, 1]))
+    with pytest.raises(ValueError, match=r"accuracy: 3 labels"):
+        metrics.accuracy(logits, jnp.array([0, 1, 2]))

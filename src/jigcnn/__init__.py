@@ -1,6 +1,6 @@
 """jigcnn: IgNet in JAX -- pure CNN layer functions whose gradients exist twice."""
 
-from jigcnn import activations, initializers, losses, metrics
+from jigcnn import activations, initializers, losses, metrics, zoo
 from jigcnn.initializers import IgNetUniform, ignet
 from jigcnn.layers import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool, PReLU
 from jigcnn.model import Sequential
@@ -8,7 +8,7 @@ from jigcnn.model import Sequential
 __version__ = "0.1.0"
 
 __all__ = [
-    "activations", "initializers", "losses", "metrics",
+    "activations", "initializers", "losses", "metrics", "zoo",
     "IgNetUniform", "ignet",
     "Layer", "Conv2D", "Dense", "Flatten", "Dropout", "Activation", "PReLU", "BatchNorm", "MaxPool", "AvgPool",
     "Sequential",

@@ -91,7 +91,11 @@ def get_activation(name: str, param: float | None = None) -> Callable[[Array], A
     return lambda z: fn(z, value)
 
 
-def activation_param(name: str, param: float | None) -> float | None:
+def activation_param(name: str, param: float | None, where: str = "activation") -> float | None:
     """The effective scalar parameter of activation `name` (its default when `param` is None)."""
     _, pname, default = _REGISTRY[name]
-    return None if pname is None else (default if param is None else float(param))
+    if pname is None:
+        if param is not None:
+            raise ValueError(f"{where}: activation {name!r} takes no parameter, got {param!r}")
+        return None
+    return default if param is None else float(param)

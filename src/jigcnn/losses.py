@@ -24,12 +24,21 @@ def mse(pred, target):
     return jnp.mean(jnp.square(pred - target))
 
 
-def one_hot_targets(labels, num_classes: int, dtype):
+def check_labels(name, outputs, labels):
+    """Raise a ValueError naming `name` unless labels are (N,) integers or (N, K) targets matching outputs."""
+    if labels.ndim == 1:
+        if labels.shape[0] != outputs.shape[0]:
+            raise ValueError(f"{name}: {labels.shape[0]} labels for a batch of {outputs.shape[0]} outputs")
+    elif labels.shape != outputs.shape:
+        raise ValueError(f"{name}: predictions {outputs.shape} and targets {labels.shape} must have the same shape")
+
+
+def one_hot_targets(labels, num_classes: int, dtype, name: str = "loss"):
     """Integer labels (N,) -> one-hot (N, K); one-hot (N, K) passes through."""
     if labels.ndim == 1:
         return jax_one_hot(labels, num_classes, dtype)
     if labels.shape[-1] != num_classes:
-        raise ValueError(f"one-hot targets have {labels.shape[-1]} classes, the outputs {num_classes}")
+        raise ValueError(f"{name}: one-hot targets have {labels.shape[-1]} classes, the outputs {num_classes}")
     return labels.astype(dtype)
 
 
@@ -40,22 +49,24 @@ def jax_one_hot(labels, num_classes, dtype):
 
 def softmax_cross_entropy(logits, labels):
     """Cross-entropy of softmax(logits) against integer labels (N,) or one-hot / soft targets (N, K)."""
+    check_labels("softmax_cross_entropy", logits, labels)
     if labels.ndim == 1:
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
-    _check_same_shape("softmax_cross_entropy", logits, labels)
     return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 
 
 def cross_entropy(probs, labels):
     """Cross-entropy -mean(sum t log p) of probabilities (a net ending in softmax, as IgNet's)."""
-    t = one_hot_targets(labels, probs.shape[-1], probs.dtype)
+    check_labels("cross_entropy", probs, labels)
+    t = one_hot_targets(labels, probs.shape[-1], probs.dtype, "cross_entropy")
     tiny = jnp.finfo(probs.dtype).tiny
     return -jnp.mean(jnp.sum(t * jnp.log(jnp.maximum(probs, tiny)), axis=-1))
 
 
 def nll(log_probs, labels):
     """Negative log-likelihood of log-probabilities (a net ending in log-softmax)."""
-    t = one_hot_targets(labels, log_probs.shape[-1], log_probs.dtype)
+    check_labels("nll", log_probs, labels)
+    t = one_hot_targets(labels, log_probs.shape[-1], log_probs.dtype, "nll")
     return -jnp.mean(jnp.sum(t * log_probs, axis=-1))
 
 

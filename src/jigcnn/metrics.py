@@ -12,6 +12,8 @@ def class_indices(labels):
 
 def accuracy(outputs, labels):
     """Fraction of samples whose arg-max output is the label (integer or one-hot labels)."""
+    if labels.shape[0] != outputs.shape[0]:
+        raise ValueError(f"accuracy: {labels.shape[0]} labels for a batch of {outputs.shape[0]} outputs")
     return jnp.mean(jnp.argmax(outputs, axis=-1) == class_indices(labels))
 
 

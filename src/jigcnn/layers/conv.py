@@ -114,7 +114,7 @@ class Conv2D(Layer):
         if not isinstance(self.groups, (int, np.integer)) or self.groups < 1:
             raise self.error(f"groups must be a positive int, got {self.groups!r}")
         check_activation(self.activation, self.label())
-        activation_param(self.activation, self.activation_param)
+        activation_param(self.activation, self.activation_param, self.label())
         get_initializer(self.initializer, self.label())
         if isinstance(self.padding, str):
             resolve_padding(self.padding, (1, 1), (1, 1), (1, 1), self)

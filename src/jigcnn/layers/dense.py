@@ -34,7 +34,7 @@ class Dense(Layer):
         if self.bias_mode not in BIAS_MODES:
             raise self.error(f"bias must be one of {BIAS_MODES} (or True/False), got {self.bias!r}")
         check_activation(self.activation, self.label())
-        activation_param(self.activation, self.activation_param)
+        activation_param(self.activation, self.activation_param, self.label())
         get_initializer(self.initializer, self.label())
 
     @property

@@ -72,7 +72,7 @@ class Activation(Layer):
 
     def __post_init__(self):
         check_activation(self.fn, self.label())
-        activation_param(self.fn, self.param)
+        activation_param(self.fn, self.param, self.label())
 
     def output_shape(self, in_shape):
         """Unchanged."""
