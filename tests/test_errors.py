@@ -152,9 +152,9 @@ def test_mismatched_loss_shapes(name):
 def test_mismatched_classification_targets():
     with pytest.raises(ValueError, match=r"softmax_cross_entropy: predictions \(4, 3\) and targets \(4, 5\)"):
         losses.softmax_cross_entropy(jnp.ones((4, 3)), jnp.ones((4, 5)))
-    with pytest.raises(ValueError, match="one-hot targets have 5 classes, the outputs 3"):
+    with pytest.raises(ValueError, match=r"cross_entropy: predictions \(4, 3\) and targets \(4, 5\)"):
         losses.cross_entropy(jnp.full((4, 3), 1 / 3), jnp.ones((4, 5)))
-    with pytest.raises(ValueError, match="one-hot targets have 2 classes, the outputs 3"):
+    with pytest.raises(ValueError, match=r"nll: predictions \(4, 3\) and targets \(4, 2\)"):
         losses.nll(jnp.zeros((4, 3)), jnp.ones((4, 2)))
     with pytest.raises(ValueError, match=r"mape: predictions \(3,\) and targets \(3, 1\)"):
         metrics.mape(jnp.ones((3,)), jnp.ones((3, 1)))
