@@ -5,35 +5,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jigcnn import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, PReLU, Sequential, ignet
+from jigcnn import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, PReLU, Sequential, zoo
 from jigcnn.testing import check_network
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 
 def fig5_net(outputs, head=None):
-    """IgNet Fig. 5: one conv (16 filters 5x5) + one fully connected layer, identity, frozen biases."""
-    return Sequential([
-        Conv2D(16, 5, bias="frozen", initializer=ignet(1.0, 0.1)),
-        Flatten(),
-        Dense(outputs, bias="frozen", activation=head or "identity", initializer=ignet(10.0, 0.1)),
-    ], input_shape=(58, 36, 1))
+    """IgNet Fig. 5 (zoo): one conv + one fully connected layer, identity, frozen nonzero biases."""
+    return zoo.ignet_fig5(outputs, W=(1.0, 10.0), B=(0.1, 0.1), head_activation=head)
 
 
 def fig7_net():
-    """A 7-layer identity net in the spirit of Fig. 7 (six convs + one fully connected)."""
-    convs = [Conv2D(c, k, padding=p, strides=s, bias="frozen", initializer=ignet(w, 0.05))
-             for c, k, p, s, w in [(4, 5, "same", 1, 1.0), (4, 3, "valid", 1, 2.0), (6, 3, "same", 2, 2.0),
-                                   (6, 3, "valid", 1, 2.0), (8, (3, 2), "same", 1, 2.0), (8, 3, "valid", 2, 2.0)]]
-    return Sequential(convs + [Flatten(), Dense(1, initializer=ignet(10.0))], input_shape=(58, 36, 1))
+    """The 7-layer identity net of Fig. 7 (zoo): six convs + one fully connected layer."""
+    return zoo.ignet_deep(7, 1, B=0.05)
 
 
 def lenet5():
-    return Sequential([
-        Conv2D(6, 5, padding="same", activation="relu"), MaxPool(2),
-        Conv2D(16, 5, activation="relu"), MaxPool(2), Flatten(),
-        Dense(120, activation="relu"), Dense(84, activation="relu"), Dense(10),
-    ], input_shape=(28, 28, 1))
+    return zoo.lenet5(head_activation=None)
 
 
 def batchnorm_net():
@@ -100,9 +89,9 @@ def test_fig5_intermediates_are_the_papers_quantities(x64):
     x = jnp.asarray(np.random.default_rng(0).random((4, 58, 36, 1)))
     (_, aux), grads = manual_value_and_grad(model, "mae")(params, state, x, jnp.ones((4, 1)))
     rec = aux.intermediates
-    assert set(rec) == {"conv1", "dense3"}
+    assert set(rec) == {"conv1", "fc"}
     assert rec["conv1"]["input"].shape == x.shape
     assert rec["conv1"]["delta"].shape == (4, 54, 32, 16)
     np.testing.assert_array_equal(rec["conv1"]["act_deriv"], 1.0)  # identity activations
-    np.testing.assert_array_equal(rec["dense3"]["weight_grad"], grads["dense3"]["kernel"])
+    np.testing.assert_array_equal(rec["fc"]["weight_grad"], grads["fc"]["kernel"])
     assert "bias" not in grads["conv1"] and "bias" in state["conv1"]  # the paper's biases did not learn
