@@ -18,7 +18,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 LOSS = "softmax_cross_entropy"
 
 
-def test_vmapped_folds_match_sequential_folds():
+@pytest.mark.parametrize("fold_batch", [None, 1])
+def test_vmapped_folds_match_sequential_folds(fold_batch):
     x, y = tiny_data(n=150)
     val = np.arange(130, 150)
     folds = kfold_indices(130, 2, stratify=y[:130], seed=0)
@@ -28,7 +29,8 @@ def test_vmapped_folds_match_sequential_folds():
     tx = optax.sgd(0.05, momentum=0.9)
     key = jax.random.key(4)
     kw = dict(loss=LOSS, metrics=("accuracy",), batch_size=16, stopping=PaperStopping(passes=3, tolerance=7))
-    res = fit_folds_vmapped(m, tx, x, y, folds, key=key, validation=val, progress=False, **kw)
+    res = fit_folds_vmapped(m, tx, x, y, folds, key=key, validation=val, progress=False, fold_batch=fold_batch,
+                            **kw)
     for f, ((tr, te), (ik, tk)) in enumerate(zip(folds, fold_keys(key, len(folds)))):
         p, s = m.init(ik)
         r = fit(m, p, s, tx, (x[tr], y[tr]), (x[te], y[te]), (x[val], y[val]), key=tk, progress=False, **kw)

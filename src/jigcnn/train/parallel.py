@@ -136,7 +136,7 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
                       metrics=("accuracy",), epochs: int | None = None, batch_size: int = 32, validation=None,
                       stopping=None, augment: Callable | None = None, grad_method: str = "autodiff",
                       dropconnect: bool | None = None, init=None, eval_batch_size: int = 1024,
-                      progress=True) -> FoldsResult:
+                      progress=True, fold_batch: int | None = None) -> FoldsResult:
     """Train every fold in one compiled program (``jax.vmap`` over stacked params, states and index sets).
 
     ``folds``: a list of (train_rows, test_rows) index arrays into ``x``/``y``
@@ -146,6 +146,12 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
     and shuffled with its train key -- exactly like training it alone with
     :func:`jigcnn.train.fit` and ``key=fold_keys(key, k)[f][1]`` on
     ``x[train_rows]``. Several seeds on one split: pass the same rows k times.
+
+    ``fold_batch=None`` vectorises all folds with ``jax.vmap``; an int runs them
+    with ``jax.lax.map(..., batch_size=fold_batch)`` instead (still one compiled
+    program, vmapped in chunks; ``1`` = one fold after another inside it). On
+    XLA:CPU a vmapped convolution whose kernels differ per fold becomes a grouped
+    convolution, which is slow there; ``fold_batch=1`` avoids it.
     """
     from jigcnn.train.cv import as_augment
 
@@ -183,15 +189,27 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
     def build_epoch():
         core = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
                              dropconnect=dropconnect, metrics=metrics, augment=augment)
-        return jax.jit(jax.vmap(core, in_axes=(0, 0, 0, None, None, 0, 0, 0, 0)), donate_argnums=(0, 2))
+        if fold_batch is None:
+            fn = jax.vmap(core, in_axes=(0, 0, 0, None, None, 0, 0, 0, 0))
+        else:
+            def fn(p, s, o, xa, ya, rows, n, keys, act):
+                return jax.lax.map(lambda a: core(a[0], a[1], a[2], xa, ya, *a[3:]), (p, s, o, rows, n, keys, act),
+                                   batch_size=fold_batch)
+        return jax.jit(fn, donate_argnums=(0, 2))
 
     def build_eval():
         core = make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size)
-        return jax.jit(jax.vmap(core, in_axes=(0, 0, None, None, 0, 0)))
+        if fold_batch is None:
+            fn = jax.vmap(core, in_axes=(0, 0, None, None, 0, 0))
+        else:
+            def fn(p, s, xa, ya, rows, n):
+                return jax.lax.map(lambda a: core(a[0], a[1], xa, ya, a[2], a[3]), (p, s, rows, n),
+                                   batch_size=fold_batch)
+        return jax.jit(fn)
 
-    epoch_v = cached_jit("epoch_vmap", build_epoch, model, loss, optimizer, batch_size, grad_method, dropconnect,
-                         metrics, augment)
-    eval_v = cached_jit("eval_vmap", build_eval, model, loss, metrics, eval_batch_size)
+    epoch_v = cached_jit("epoch_folds", build_epoch, model, loss, optimizer, batch_size, grad_method, dropconnect,
+                         metrics, augment, fold_batch)
+    eval_v = cached_jit("eval_folds", build_eval, model, loss, metrics, eval_batch_size, fold_batch)
 
     histories = [History() for _ in range(k)]
     reasons: list[str | None] = [None] * k
