@@ -1,0 +1,1 @@
+"""Benchmarks and experiment scripts (run as ``python -m experiments.<name>`` from the repository root)."""
