@@ -90,3 +90,22 @@ def test_manual_gradients_give_the_same_step():
     np.testing.assert_allclose(float(ma["loss"]), float(mm["loss"]), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(pa), jax.tree.leaves(pm)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_manual_and_autodiff_fits_agree():
+    pytest.importorskip("jigcnn.backprop", reason="the hand-written backprop has not landed yet")
+    from _train_helpers import split
+    from jigcnn.train import fit
+
+    x, y = tiny_data()
+    tr, te, _ = split(x, y)
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    kw = dict(epochs=2, key=jax.random.key(1), loss=LOSS, progress=False)
+    a = fit(m, p, s, optax.sgd(0.05, momentum=0.9), tr, te, grad_method="autodiff", **kw)
+    b = fit(m, p, s, optax.sgd(0.05, momentum=0.9), tr, te, grad_method="manual", **kw)
+    for ra, rb in zip(a.history.metrics(), b.history.metrics()):
+        for k in ra:
+            np.testing.assert_allclose(ra[k], rb[k], rtol=1e-4, atol=1e-6)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
