@@ -100,11 +100,12 @@ def plot_learning_curves(histories, metric: str, path, *, title: str | None = No
         plt.close(fig)
         raise ValueError(f"plot_learning_curves: no '<train|test|val|validation>_{metric}' series in the histories")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=max(1, len(histories) // 4 + 1))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or f"learning curves: {metric}")
     return _save(fig, path)
 
@@ -188,7 +189,7 @@ def plot_mav_per_layer(diagnostic, path, *, band=BAND, columns=tuple(_LABELS), t
     ax.set_yscale("log")
     ax.set_xticks(x, [r["layer"] for r in rows])
     ax.set_ylabel("mean absolute value")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
     return _save(fig, path)
@@ -228,7 +229,7 @@ def plot_mav_trajectory(records, path, *, column: str = "weight_grad_mav", band=
     ax.set_xlabel("step")
     ax.set_ylabel(f"MAV {_LABELS.get(column, column)}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or f"MAV of {_LABELS.get(column, column)} during training")
     return _save(fig, path)
 
