@@ -171,9 +171,10 @@ def test_paper_eq4_needs_unit_partial_products_when_biases_are_nonzero():
 
 
 def test_gamma_and_fig5_numbers():
-    model = zoo.ignet_fig5(1, filters=4, kernel=(5, 5), input_shape=(58, 36, 1), W=(1.0, 10.0))
+    model = zoo.ignet_fig5(1, filters=16, kernel=(5, 5), input_shape=(58, 36, 1), W=(1.0, 10.0))
     b = bounds(model, 32, "mae")
     assert b["conv1"].gamma == 54 * 32 and b["fc"].gamma == 1
+    assert b["fc"].weight_grad == pytest.approx(1.0) and b["conv1"].weight_grad == pytest.approx(0.625)  # docs/bounds.md
     assert b.dloss == pytest.approx(1 / 32)
     # Eq. 5 for the FC layer: max|dL/dN| * N * gamma * (B^1 + W^1)
     assert paper_bounds(model, 32, "mae")["fc"].weight_grad == pytest.approx(1 / 32 * 32 * 1 * 1.0)
