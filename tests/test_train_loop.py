@@ -129,3 +129,22 @@ def test_regression_metrics_and_default_monitor():
     assert {"train_mape", "val_mape", "val_mae", "val_loss"} <= set(r.history.keys())
     np.testing.assert_allclose(r.history["val_mae"], r.history["val_loss"], rtol=1e-6)
     assert r.history["val_mape"][-1] < r.history["val_mape"][0]
+
+
+def test_fit_records_the_fig4_diagnostic_into_the_history():
+    from jigcnn.diagnostics import DiagnosticRecorder, diagnose
+
+    x, y = tiny_data()
+    tr, te, va = split(x, y)
+    m = tiny_model()
+    recorder = DiagnosticRecorder(m, LOSS, every=2, batch=va)
+    res = _fit(epochs=4, diagnostic=recorder)
+    mav_keys = [k for k in res.history.keys() if k.startswith("mav/")]
+    assert mav_keys, res.history.keys()
+    key = next(k for k in mav_keys if k.endswith("weight_grad_mav"))
+    recorded = res.history[key]
+    assert [v is not None for v in recorded] == [False, True, False, True]  # epochs 2 and 4 (every=2)
+    # the last record is the diagnostic of the returned weights on the validation batch
+    layer = key.split("/")[1]
+    d = diagnose(m, res.params, res.state, va[0], va[1], LOSS)
+    np.testing.assert_allclose(recorded[-1], d[layer].weight_grad_mav, rtol=1e-5)

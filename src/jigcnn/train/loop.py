@@ -133,7 +133,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress=True,
         augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
-        on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024) -> FitResult:
+        on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None) -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
     * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
@@ -156,6 +156,9 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       forces it, False turns it off).
     * ``augment``: ``augment(key, images) -> images`` (traceable) or a
       ``jigcnn.data.augment.AugmentConfig``, applied to every training batch.
+    * ``diagnostic``: an object with ``on_epoch_end(epoch, record, params, state) -> dict``
+      (e.g. :class:`jigcnn.diagnostics.DiagnosticRecorder`); its entries (the paper's Fig. 4
+      MAVs per layer) join the epoch's history record. It sees each epoch's final weights.
     """
     from jigcnn.train.cv import as_augment
 
@@ -285,6 +288,9 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                 record.update({f"{p}_{k}": float(v) for k, v in ev.items()})
             dt = time.perf_counter() - t0
             record["time"] = dt
+            if diagnostic is not None:
+                # before the next epoch call, which donates these params
+                record.update(diagnostic.on_epoch_end(epoch, record, params, state))
             record["wall_time"] = wall_offset + time.perf_counter() - t_start
             history.append(record)
             if stopping is not None:
