@@ -1,0 +1,86 @@
+"""Every experiment's ``--quick`` run, in-process, on tiny data: results.json with the agreed fields.
+
+Each experiment is called as an importable function (``experiments.<name>.run(quick=True, out=...)``);
+``main`` is exercised once through argparse. The drawings experiments use a 24-image synthetic
+stand-in (generated into a temporary cache); the benchmarks use small slices of the shared data sets
+(skipped when ../shared/data is absent).
+"""
+
+import importlib
+import json
+import sys
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DRAWINGS = ["ignet_drawings", "init_diagnostics", "activations", "depth_freezeconnect", "keras_baseline"]
+BENCHMARKS = ["lenet_mnist", "fashion_mnist", "cifar10"]
+REQUIRED = ("experiment", "command", "config", "data", "protocol", "published", "metrics", "wall_time_s",
+            "environment", "headline")
+
+
+@pytest.fixture(scope="module")
+def synth_cache(tmp_path_factory):
+    """A private cache for the tiny stand-in (n=24), shared by the drawings experiments."""
+    import os
+
+    old = os.environ.get("JIGCNN_CACHE")
+    os.environ["JIGCNN_CACHE"] = str(tmp_path_factory.mktemp("jigcnn_cache"))
+    yield
+    if old is None:
+        os.environ.pop("JIGCNN_CACHE", None)
+    else:
+        os.environ["JIGCNN_CACHE"] = old
+
+
+def _check(out: pathlib.Path, name: str, res: dict):
+    data = json.loads((out / "results.json").read_text())
+    for key in REQUIRED:
+        assert key in data, f"{name}: results.json lacks {key!r}"
+    assert data["experiment"] == name
+    assert data["config"]["quick"] is True
+    env = data["environment"]
+    assert env["jax_version"] and env["jigcnn_version"]
+    for p in data.get("plots", []):
+        assert (out / p).is_file(), f"{name}: plot {p} missing"
+    assert res["experiment"] == name
+    return data
+
+
+@pytest.mark.parametrize("name", DRAWINGS)
+def test_drawings_experiment_quick(name, tmp_path, synth_cache):
+    mod = importlib.import_module(f"experiments.{name}")
+    out = tmp_path / "results" / name
+    if name == "init_diagnostics":  # one experiment goes through argparse (main)
+        assert mod.main(["--quick", "--out", str(out)]) == 0
+        res = json.loads((out / "results.json").read_text())
+    else:
+        res = mod.run(out=out, quick=True, verbose=False)
+    data = _check(out, name, res)
+    assert "stand-in" in data["data"] and data["real_data"] is False
+    assert isinstance(mod.summary(data), str)
+    if name == "ignet_drawings":  # both protocols, a baseline beside every figure, leaks only in `paper`
+        for row in data["rows"]:
+            for proto in ("paper", "grouped"):
+                assert row[proto]["summary"]["baseline_test"] is not None
+            assert all(f["sources_in_train_and_test"] == 0 for f in row["grouped"]["folds"])
+            assert sum(f["sources_in_train_and_test"] for f in row["paper"]["folds"]) > 0
+        assert "baseline" in mod.summary(data)
+    # the report collects whatever is there and lists the rest as not run
+    from experiments import report
+
+    text = report.run(results_dir=tmp_path / "results", out=tmp_path / "results.md")
+    assert name in text and "not run" in text
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_experiment_quick(name, tmp_path, shared_data_dir):
+    mod = importlib.import_module(f"experiments.{name}")
+    res = mod.run(out=tmp_path, data_dir=str(shared_data_dir), quick=True, verbose=False)
+    data = _check(tmp_path, name, res)
+    assert data["real_data"] is True
+    assert isinstance(mod.summary(data), str)
