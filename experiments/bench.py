@@ -114,7 +114,25 @@ def _data(net: str, batch: int, seed: int = 0):
 
 def jax_contender(net: str, batch: int, method: str = "autodiff", optimizer: str = "sgd",
                   seed: int = 0) -> Contender:
-    """The jigcnn train step (jitted, params and optimizer state donated) for this row."""
+    """The jigcnn train step (jitted, params and optimizer state donated) for this row.
+
+    `method` is "autodiff" or "manual"; "plain-autodiff" / "plain-manual" trace the step with
+    the fast few-channel convolutions switched off (XLA's convolution throughout), for comparison.
+    """
+    import jax
+
+    from jigcnn.fast import conv as fast_conv
+
+    plain = method.startswith("plain-")
+    saved = fast_conv.ENABLED
+    fast_conv.ENABLED = saved and not plain
+    try:
+        return _jax_contender(net, batch, method.removeprefix("plain-"), optimizer, seed, method)
+    finally:
+        fast_conv.ENABLED = saved
+
+
+def _jax_contender(net, batch, method, optimizer, seed, label) -> Contender:
     import jax
 
     from jigcnn.optim import make_optimizer
@@ -143,7 +161,7 @@ def jax_contender(net: str, batch: int, method: str = "autodiff", optimizer: str
         jax.block_until_ready(p)
         carry[:] = [p, s, o]
 
-    return Contender(f"jigcnn-{method}", run, first)
+    return Contender(f"jigcnn-{label}", run, first)
 
 
 def torch_available() -> bool:
@@ -244,7 +262,10 @@ def bench_row(net: str, batch: int, optimizer: str = "sgd", *, repeats: int = 7,
         row[f"{key}_spread"] = (min(c.times), max(c.times))
     if "autodiff" in methods and "manual" in methods:
         row["manual_over_autodiff"] = row["manual_step_s"] / row["autodiff_step_s"]
-    jig = [m for m in methods]
+    for m in methods:
+        if m.startswith("plain-") and m.removeprefix("plain-") in methods:
+            row[f"{m.removeprefix('plain-')}_speedup_over_plain"] = row[f"{m}_step_s"] / row[f"{m.removeprefix('plain-')}_step_s"]
+    jig = [m for m in methods if not m.startswith("plain-")] or list(methods)
     best = max(jig, key=lambda m: row[f"{m}_sps"])
     row["jigcnn_method"] = best
     row["jigcnn_sps"] = row[f"{best}_sps"]
@@ -322,7 +343,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--nets", default=",".join(NETS), help="comma-separated: ignet_fig5,lenet5")
     ap.add_argument("--batches", default="32,256", help="comma-separated batch sizes")
     ap.add_argument("--optimizers", default=None, help="comma-separated: sgd,adam (default sgd; sgd,adam with --vs-torch)")
-    ap.add_argument("--methods", default="autodiff,manual", help="gradient methods: autodiff,manual")
+    ap.add_argument("--methods", default="autodiff,manual",
+                    help="gradient methods: autodiff,manual (plain-autodiff,plain-manual: without jigcnn.fast)")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (median reported)")
     ap.add_argument("--quick", action="store_true", help="3 repeats of ~0.1 s each, no GEMM peak")
     ap.add_argument("--vs-torch", action="store_true", help="also time PyTorch eager CPU (needs torch)")
@@ -341,11 +363,16 @@ def main(argv=None) -> dict:
     opts = [o for o in opts.split(",") if o]
     methods = tuple(m for m in args.methods.split(",") if m)
     repeats, target = (3, 0.1) if args.quick else (args.repeats, 0.25)
+    if args.vs_torch:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.vs_torch and not torch_available():
         print("--vs-torch: PyTorch is not installed (it is not a jigcnn dependency); "
               "install it by hand (pip install torch) to compare. Timing jigcnn alone.", file=sys.stderr)
         args.vs_torch = False
     if args.vs_torch:
+        # OpenMP's default active spin-waiting makes PyTorch many times slower on a busy 2-core
+        # machine (measured 10-20x); passive waiting is PyTorch's best case here (set before import)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
         torch.set_num_threads(2)
@@ -364,6 +391,8 @@ def main(argv=None) -> dict:
                               target_s=target, peak_gflops=peak)
                 rows.append(r)
                 print(format_table([r], args.vs_torch).splitlines()[-1], flush=True)
+                print("    " + ", ".join(f"{k[:-4]} {v:,.0f}" for k, v in r.items() if k.endswith("_sps")
+                                         and k != "jigcnn_sps") + " samples/s", flush=True)
     print()
     print(format_table(rows, args.vs_torch))
     for r in rows:

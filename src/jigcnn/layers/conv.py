@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jigcnn.fast import conv as fast_conv
 from jigcnn.activations import activation_param, check_activation, get_activation
 from jigcnn.initializers import get_initializer
 from jigcnn.layers.base import Layer, check_batch, check_map_shape, pair
@@ -189,8 +190,15 @@ class Conv2D(Layer):
         check_batch(self, x, 4)
         _, s, d, pads, _ = self.geometry(x.shape[1:])
         xp, conv_pads = self.pad_input(x, pads)
-        z = lax.conv_general_dilated(xp, self.effective_kernel(params), s, conv_pads,
-                                     rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
+        kernel = self.effective_kernel(params)
+        if fast_conv.eligible(kernel.shape, s, d):
+            # few channels: one banded GEMM (jigcnn.fast.conv), several times XLA's convolution
+            if any(p for pp in conv_pads for p in pp):
+                xp = jnp.pad(xp, ((0, 0), conv_pads[0], conv_pads[1], (0, 0)))
+            z = fast_conv.conv_valid(xp, kernel)
+        else:
+            z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
+                                         rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
         bias = params.get("bias", state.get("bias"))
         return z if bias is None else z + bias
 

@@ -1,0 +1,183 @@
+"""Convolutions for few channels as width-blocked (banded Toeplitz) GEMMs.
+
+XLA's CPU convolution is slow for the shapes of the IgNet and LeNet nets: one or a few
+input channels, 5x5 kernels, tens of output maps. Its weight gradient (a correlation
+with a huge "kernel", the deltas) is slower still. Here a stride-1, undilated "valid"
+convolution is rewritten as one well-shaped matrix product:
+
+* the output width Wo is cut into blocks of T columns (zero-padded up to a multiple of T);
+* each output row block needs the K rows x (T + kw - 1) columns x Cin input window, so
+  the input is gathered once into ``xb`` of shape (N*Ho*nb, kh*(T+kw-1)*Cin) -- a handful of
+  contiguous slices, a few times the input's size, not the kh*kw times of im2col;
+* the kernel becomes a banded matrix ``wb`` (kh*(T+kw-1)*Cin, T*Cout) with
+  ``wb[a, r + b, c, r, o] = w[a, b, c, o]``;
+* the output is ``xb @ wb`` reshaped (N*Ho*nb, T*Cout) -> (N, Ho, Wo, Cout): no transpose.
+
+The weight gradient is the transposed product ``xb.T @ delta`` (delta reshaped the same
+way, free) followed by summing the band back: ``dw[a, b, c, o] = sum_r G[a, r + b, c, r, o]``.
+The input gradient is the same forward product on the zero-padded deltas with the flipped,
+transposed kernel. The multiply count is (T + kw - 1) / kw times that of a direct
+convolution (1.6x for T = 4, kw = 5), paid back many times by running as a GEMM.
+
+Each function has a plain reference (`lax.conv_general_dilated`) it is tested against
+(tests/test_fast_conv.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+# use the banded GEMM when kh*kw*Cin (one output's multiply count per output map) is at most this
+# (measured faster up to LeNet's second conv, 5*5*6 = 150 taps; larger convs keep XLA's)
+MAX_TAPS = 160
+DEFAULT_BLOCK = 4
+# on unless JIGCNN_FAST_CONV=0 (read at import; set `ENABLED` to switch in a running process,
+# before the functions are traced)
+ENABLED = os.environ.get("JIGCNN_FAST_CONV", "1") not in ("0", "false", "no", "off")
+
+
+def eligible(kernel_shape, strides, dilation) -> bool:
+    """Whether the fast formulation serves this convolution (enabled, stride 1, no dilation, few taps)."""
+    kh, kw, cin, _ = kernel_shape
+    return (ENABLED and tuple(strides) == (1, 1) and tuple(dilation) == (1, 1)
+            and kh * kw * cin <= MAX_TAPS)
+
+
+def block_width(wo: int, kw: int, block: int | None = None) -> int:
+    """Output columns per block: `block` if given, else the first of 4, 5, 3, 6, 7, 8 dividing Wo (else 4).
+
+    Blocks of about 4 columns measured fastest (IgNet's 32 and LeNet's 28 output columns
+    take 4; LeNet's second conv, 10 columns, takes 5); never more than Wo.
+    """
+    if block is None:
+        block = next((t for t in (4, 5, 3, 6, 7, 8) if wo % t == 0), DEFAULT_BLOCK)
+    return max(1, min(block, wo))
+
+
+def _band_selector(kw: int, t: int, dtype) -> np.ndarray:
+    """S[l, r, b] = 1 where l = r + b: places kernel column b at window column l for output column r."""
+    L = t + kw - 1
+    s = np.zeros((L, t, kw), dtype)
+    for r in range(t):
+        for b in range(kw):
+            s[r + b, r, b] = 1
+    return s
+
+
+def window_blocks(x, kh: int, kw: int, ho: int, wo: int, t: int):
+    """The input windows of each (row, column block) output: (N*Ho*nb, kh*(t+kw-1)*Cin).
+
+    `x` is the (already padded) NHWC input of a valid, stride-1 convolution with output
+    Ho x Wo; columns past the input (when Wo is not a multiple of t) read zeros.
+    """
+    n, h, w, c = x.shape
+    nb = -(-wo // t)
+    L = t + kw - 1
+    need = nb * t + kw - 1
+    if need > w:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, need - w), (0, 0)))
+    rows = [x[:, a: a + ho] for a in range(kh)]  # kh x (N, Ho, W', C)
+    blocks = jnp.stack([jnp.stack([r[:, :, j * t: j * t + L] for r in rows], axis=2) for j in range(nb)], axis=2)
+    # (N, Ho, nb, kh, L, C)
+    return blocks.reshape(n * ho * nb, kh * L * c), nb
+
+
+def banded_kernel(w, t: int):
+    """The (kh*(t+kw-1)*Cin, t*Cout) banded matrix with wb[a, r+b, c, r, o] = w[a, b, c, o]."""
+    kh, kw, cin, cout = w.shape
+    s = jnp.asarray(_band_selector(kw, t, np.float32), w.dtype)
+    wb = jnp.einsum("lrb,abco->alcro", s, w)
+    return wb.reshape(kh * (t + kw - 1) * cin, t * cout)
+
+
+def conv_valid(x, w, *, block: int | None = None):
+    """Valid, stride-1 convolution of the NHWC `x` with the HWIO `w` as one banded GEMM.
+
+    Equal to ``lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))``.
+    """
+    n, h, wd, _ = x.shape
+    kh, kw, _, cout = w.shape
+    ho, wo = h - kh + 1, wd - kw + 1
+    t = block_width(wo, kw, block)
+    xb, nb = window_blocks(x, kh, kw, ho, wo, t)
+    y = (xb @ banded_kernel(w, t)).reshape(n, ho, nb * t, cout)
+    return y if nb * t == wo else y[:, :, :wo]
+
+
+def conv_valid_shifted(x, w):
+    """Valid, stride-1 convolution of a single-channel `x` as kh*kw shifted multiply-adds.
+
+    For one input channel the product ``xb @ wb`` has a tiny inner dimension; XLA fuses the
+    shifted multiply-adds ``sum_ab x[:, a:a+Ho, b:b+Wo] * w[a, b, 0]`` into one loop that writes
+    the output once (measured ~1.5x the banded GEMM on IgNet's 58x36 input, ~4x XLA's conv).
+    Used by the hand-written forward pass; its own autodiff transpose would be slow (kh*kw
+    separate reductions), which is why the layer's (autodiff) forward keeps `conv_valid`.
+    """
+    n, h, wd, cin = x.shape
+    kh, kw, _, cout = w.shape
+    if cin != 1:
+        raise ValueError(f"conv_valid_shifted is for one input channel, got {cin}")
+    ho, wo = h - kh + 1, wd - kw + 1
+    acc = None
+    for a in range(kh):
+        for b in range(kw):
+            term = x[:, a: a + ho, b: b + wo, :] * w[a, b, 0]
+            acc = term if acc is None else acc + term
+    return acc
+
+
+def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None):
+    """dL/dw of a valid, stride-1 convolution: sum over samples and positions of x-window * delta.
+
+    `x` is the padded input (N, H, W, Cin), `delta` the deltas (N, Ho, Wo, Cout); returns
+    (kh, kw, Cin, Cout). One GEMM ``xb.T @ delta`` contracting over N*Ho*nb rows, then the
+    band summed back.
+    """
+    kh, kw = kernel_hw
+    n, ho, wo, cout = delta.shape
+    cin = x.shape[-1]
+    t = block_width(wo, kw, block)
+    xb, nb = window_blocks(x, kh, kw, ho, wo, t)
+    if nb * t != wo:
+        delta = jnp.pad(delta, ((0, 0), (0, 0), (0, nb * t - wo), (0, 0)))
+    L = t + kw - 1
+    g = (xb.T @ delta.reshape(n * ho * nb, t * cout)).reshape(kh, L, cin, t, cout)
+    s = jnp.asarray(_band_selector(kw, t, np.float32), g.dtype)
+    return jnp.einsum("alcro,lrb->abco", g, s)
+
+
+def conv_input_gradient(delta, w, in_hw, *, block: int | None = None):
+    """dL/dx (N, H, W, Cin) of a valid, stride-1 convolution of an H x W input, the transposed product.
+
+    The window gradients ``delta_blocks @ wb.T`` are added back onto the input positions they
+    were gathered from (the transpose of `window_blocks`, an overlap-add). Measured faster than
+    both XLA's convolution and the full convolution of the deltas with the flipped kernel written
+    as `conv_valid` (whose window matrix has Cout channels).
+    """
+    n, ho, wo, cout = delta.shape
+    kh, kw, cin, _ = w.shape
+    h, wd = in_hw
+    t = block_width(wo, kw, block)
+    nb = -(-wo // t)
+    if nb * t != wo:
+        delta = jnp.pad(delta, ((0, 0), (0, 0), (0, nb * t - wo), (0, 0)))
+    gxb = delta.reshape(n * ho * nb, t * cout) @ banded_kernel(w, t).T
+    x_like = jax.ShapeDtypeStruct((n, h, wd, cin), delta.dtype)
+    (gx,) = jax.linear_transpose(lambda x: window_blocks(x, kh, kw, ho, wo, t)[0], x_like)(gxb)
+    return gx
+
+
+# --- plain references (what the fast kernels are tested against) ---
+
+def conv_valid_reference(x, w):
+    """lax.conv_general_dilated, valid, stride 1, NHWC/HWIO."""
+    return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+__all__ = ["MAX_TAPS", "ENABLED", "eligible", "block_width", "window_blocks", "banded_kernel", "conv_valid", "conv_valid_shifted",
+           "conv_weight_gradient", "conv_input_gradient", "conv_valid_reference"]

@@ -1,0 +1,111 @@
+"""Each fast kernel of jigcnn.fast against the plain formulation (lax convolution, x.T @ delta)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jigcnn.backprop.conv import conv_input_gradient as plain_input_gradient
+from jigcnn.backprop.conv import conv_weight_gradient as plain_weight_gradient
+from jigcnn.fast import conv as fc
+from jigcnn.fast import dense as fd
+
+# (N, H, W, Cin, Cout, kh, kw): IgNet Fig. 5, LeNet-5's two convs, odd sizes, non-square kernels
+SHAPES = [
+    (3, 58, 36, 1, 16, 5, 5),
+    (2, 32, 32, 1, 6, 5, 5),
+    (2, 14, 14, 6, 16, 5, 5),
+    (2, 9, 11, 2, 3, 3, 2),
+    (1, 7, 5, 3, 4, 1, 5),
+    (2, 5, 5, 1, 2, 5, 5),
+]
+
+
+def _arrays(shape, seed=0, dtype=np.float32):
+    n, h, w, cin, cout, kh, kw = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, cin)).astype(dtype)
+    k = rng.standard_normal((kh, kw, cin, cout)).astype(dtype)
+    d = rng.standard_normal((n, h - kh + 1, w - kw + 1, cout)).astype(dtype)
+    return jnp.asarray(x), jnp.asarray(k), jnp.asarray(d)
+
+
+def _close(a, b, tol=1e-4):
+    assert a.shape == b.shape
+    scale = float(jnp.max(jnp.abs(b))) or 1.0
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
+def test_conv_valid_equals_lax(shape, block):
+    x, k, _ = _arrays(shape)
+    _close(jax.jit(lambda x, k: fc.conv_valid(x, k, block=block))(x, k), fc.conv_valid_reference(x, k))
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] == 1])
+def test_conv_valid_shifted_equals_lax(shape):
+    x, k, _ = _arrays(shape)
+    _close(jax.jit(fc.conv_valid_shifted)(x, k), fc.conv_valid_reference(x, k))
+
+
+def test_conv_valid_shifted_rejects_channels():
+    x, k, _ = _arrays(SHAPES[2])
+    with pytest.raises(ValueError, match="one input channel"):
+        fc.conv_valid_shifted(x, k)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
+def test_conv_weight_gradient_equals_plain(shape, block):
+    x, k, d = _arrays(shape)
+    kh, kw = k.shape[:2]
+    got = jax.jit(lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), block=block))(x, d)
+    _close(got, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
+def test_conv_input_gradient_equals_plain(shape, block):
+    x, k, d = _arrays(shape)
+    got = jax.jit(lambda d, k: fc.conv_input_gradient(d, k, x.shape[1:3], block=block))(d, k)
+    _close(got, plain_input_gradient(d, k, x.shape[1:3], (1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_autodiff_of_conv_valid_equals_autodiff_of_lax(shape):
+    x, k, d = _arrays(shape)
+    gx, gk = jax.grad(lambda x, k: jnp.sum(fc.conv_valid(x, k) * d), argnums=(0, 1))(x, k)
+    rx, rk = jax.grad(lambda x, k: jnp.sum(fc.conv_valid_reference(x, k) * d), argnums=(0, 1))(x, k)
+    _close(gx, rx)
+    _close(gk, rk)
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+def test_float64(x64):
+    x, k, d = _arrays(SHAPES[2], dtype=np.float64)
+    assert fc.conv_valid(x, k).dtype == jnp.float64
+    _close(fc.conv_valid(x, k), fc.conv_valid_reference(x, k), tol=1e-12)
+    _close(fc.conv_weight_gradient(x, d, (5, 5)), plain_weight_gradient(x, d, (5, 5), (1, 1), (1, 1)), tol=1e-12)
+
+
+def test_eligibility():
+    assert fc.eligible((5, 5, 1, 16), (1, 1), (1, 1))
+    assert fc.eligible((5, 5, 6, 16), (1, 1), (1, 1))
+    assert not fc.eligible((5, 5, 1, 16), (2, 2), (1, 1))
+    assert not fc.eligible((5, 5, 1, 16), (1, 1), (2, 1))
+    assert not fc.eligible((3, 3, 64, 64), (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("n,dim,features", [(4, 27648, 10), (3, 50, 16), (5, 40, 84)])
+def test_dense_weight_gradient_equals_plain(n, dim, features):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((n, dim)).astype(np.float32))
+    d = jnp.asarray(rng.standard_normal((n, features)).astype(np.float32))
+    _close(jax.jit(fd.weight_gradient)(x, d), fd.weight_gradient_reference(x, d))
