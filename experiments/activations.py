@@ -9,7 +9,9 @@ Three variants:
 
 * ``identity``: identity in both layers (the paper's choice);
 * ``bipolar (hidden)``: bipolar sigmoid f(z) = 2/(1+e^-z) - 1 on the conv layer, identity output;
-* ``bipolar (all)``: bipolar sigmoid on both layers, the target scaled into [-0.9, 0.9].
+* ``bipolar (all)``: bipolar sigmoid on both layers, the target scaled into [-0.9, 0.9];
+* ``bipolar (hidden), W1 x30``: as ``bipolar (hidden)`` with the conv layer's Eq. 3 amplitude raised 30x,
+  large enough for the conv neurons to saturate (the paper does not print its amplitudes).
 
 Each runs on fold 0 of both protocols (``paper``: augmented before the split; ``grouped``: split by
 drawing). The saturation diagnostic: per layer, MAV of the activation derivative N' and the share of
@@ -27,15 +29,17 @@ import numpy as np
 from experiments import common
 
 NAME = "activations"
-VARIANTS = ("identity", "bipolar (hidden)", "bipolar (all)")
+VARIANTS = ("identity", "bipolar (hidden)", "bipolar (all)", "bipolar (hidden), W1 x30")
 
 
 def make_net(variant: str, filters: int):
     from jigcnn import zoo
 
     acts = {"identity": ["identity", "identity"], "bipolar (hidden)": ["bipolar_sigmoid", "identity"],
-            "bipolar (all)": ["bipolar_sigmoid", "bipolar_sigmoid"]}[variant]
-    return zoo.ignet_deep(2, 1, filters=filters, kernel=(5, 5), W=(1.0, 10.0), activation=acts)
+            "bipolar (all)": ["bipolar_sigmoid", "bipolar_sigmoid"],
+            "bipolar (hidden), W1 x30": ["bipolar_sigmoid", "identity"]}[variant]
+    W = (30.0, 10.0) if "x30" in variant else (1.0, 10.0)
+    return zoo.ignet_deep(2, 1, filters=filters, kernel=(5, 5), W=W, activation=acts)
 
 
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filters=4,

@@ -99,7 +99,7 @@ def summary(results: dict) -> str:
     return "\n".join([
         common.banner("CIFAR-10", results["data"]),
         common.table(rows, ["net", "params", "test acc %", "epochs", "train min",
-                            *(f"min to {float(k) * 100:.0f}%" for k in tt_names)]),
+                            *(f"min to {float(k) * 100:g}%" for k in tt_names)]),
         "published: " + results["headline"]["published"],
         f"total wall time {results['wall_time_s']:.0f} s, load {results['environment']['load_average_1_5_15']}, "
         f"{results['environment'].get('cpu_count')} CPUs ({results['environment'].get('jax_backend')})"])

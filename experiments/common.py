@@ -121,6 +121,7 @@ def write_json_atomic(path: str | os.PathLike, obj) -> pathlib.Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -352,7 +353,7 @@ def time_to(history, thresholds, metric: str = "test_accuracy") -> dict:
     acc, wall = history[metric], history["wall_time"]
     for t in thresholds:
         hit = next((i for i, a in enumerate(acc) if a is not None and a >= t), None)
-        out[f"{t:.2f}"] = None if hit is None else {"epoch": hit + 1, "wall_time_s": round(float(wall[hit]), 1)}
+        out[f"{t:g}"] = None if hit is None else {"epoch": hit + 1, "wall_time_s": round(float(wall[hit]), 1)}
     return out
 
 

@@ -6,8 +6,10 @@ reach a target error, and the final error.
         [--target-fraction 0.9]
 
 Nets: ``jigcnn.zoo.ignet_deep(depth)``: depth - 1 conv layers (3x3 valid, ``--filters`` maps) + one fully
-connected layer, identity activations, Eq. 3 init (W = 1 per conv, 10 for the FC layer), frozen
-biases. Task: regression of age in months (MAE), Nesterov SGD, batch 32, on fold 0 of the grouped
+connected layer, identity activations, Eq. 3 init, frozen biases. ``--init calibrated`` (default) sets
+each net's amplitudes with ``jigcnn.diagnostics.calibrate_init`` (every layer's dL/dw MAV in 0.01-0.1, the
+paper's band) -- without it the deep linear nets start with vanishing gradients; ``--init paper`` keeps
+W = 1 per conv and 10 for the FC layer. Task: regression of age in months (MAE), Nesterov SGD, batch 32, on fold 0 of the grouped
 protocol with x``--factor`` augmentation of the training side. Freezeconnect (``jigcnn.optim.freezeconnect``):
 a random ``--rate`` share of the kernel elements gets no update, redrawn every epoch, chained after the
 optimizer. The target error is ``--target-fraction`` x the training MAPE of the trivial predictor (the
@@ -28,7 +30,7 @@ NAME = "depth_freezeconnect"
 
 
 def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 7), epochs=10, lr=0.003,
-        rate=0.5, filters=4, factor=3, target_fraction=0.9, argv=None, verbose=True) -> dict:
+        rate=0.5, filters=4, factor=3, target_fraction=0.95, init="calibrated", argv=None, verbose=True) -> dict:
     import jax
     import optax
 
@@ -40,7 +42,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 
     out.mkdir(parents=True, exist_ok=True)
     n, k, batch = 338, 5, 32
     if quick:
-        n, k, factor, epochs, filters, depths, batch = 24, 2, 2, 1, 2, (1, 3), 8
+        n, k, factor, epochs, filters, depths, batch = 24, 2, 2, 1, 2, (1, 2), 8
     s, images, desc, real = common.drawings(data_dir, n=n)
     y = np.asarray(s.labels["age_months"], np.float32)
     offset = float(y.mean())
@@ -60,13 +62,23 @@ def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 
             if fc:
                 tx = optax.chain(tx, freezeconnect(rate, key=jax.random.fold_in(key, 99), steps_per_epoch=steps))
             c = common.Clock()
-            r = common.fit_split(m, split, lr=lr, epochs=epochs, key=key, optimizer=tx, batch_size=batch,
-                                 metrics=(common.age_mape_metric(offset),))
+            params, state = m.init(jax.random.fold_in(key, 0))
+            amps = None
+            if init == "calibrated":  # Eq. 3 amplitudes chosen so every layer's dL/dw MAV is in 0.01-0.1
+                from jigcnn.diagnostics import calibrate_init
+
+                cal = calibrate_init(m, params, state, split[0][0][:64], split[0][1][:64], "mae")
+                params, amps = cal.params, {k2: round(float(v), 4) for k2, v in cal.amplitudes.items()}
+            from jigcnn.train import fit
+
+            r = fit(m, params, state, tx, split[0], split[1], split[2], key=jax.random.fold_in(key, 1), loss="mae",
+                    metrics=(common.age_mape_metric(offset),), epochs=epochs, batch_size=batch, progress=False,
+                    on_divergence="stop")
             wall = c.s
             tr_curve = r.history["train_mape"]
             hit = next((i for i, v in enumerate(tr_curve) if v is not None and v <= target), None)
             times = r.history["wall_time"]
-            runs.append({"depth": depth, "freezeconnect": fc, "params": int(m.count_params()[0]),
+            runs.append({"depth": depth, "freezeconnect": fc, "params": int(m.count_params()[0]), "amplitudes": amps,
                          "passes_to_target": None if hit is None else hit + 1,
                          "time_to_target_s": None if hit is None else float(times[hit]),
                          "final_train_mape": tr_curve[-1] if tr_curve else None,
@@ -96,7 +108,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 
         "config": {"net": "ignet_deep", "filters": filters, "kernel": [3, 3], "depths": list(depths),
                    "loss": "mae", "lr": lr, "optimizer": "nesterov 0.9", "epochs": epochs, "batch_size": batch, "freezeconnect_rate": rate,
                    "freezeconnect_resample": "epoch", "augment_factor": factor, "seed": seed, "quick": quick,
-                   "target_fraction": target_fraction},
+                   "target_fraction": target_fraction, "init": init},
         "target_train_mape": target, "baseline_train_mape": base_train, "baseline_test_mape": base_test,
         "published": {"claim": "freezeconnect made the 6- and 7-layer nets almost as quick to teach as shallow ones "
                                "(IgNet paper Sec. 5.5.1, Fig. 7); no numbers printed"},
@@ -140,11 +152,13 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=0.5, help="freezeconnect rate")
     p.add_argument("--filters", type=int, default=4)
     p.add_argument("--factor", type=int, default=3, help="augmentation factor of the training side")
-    p.add_argument("--target-fraction", type=float, default=0.9)
+    p.add_argument("--target-fraction", type=float, default=0.95)
+    p.add_argument("--init", choices=("calibrated", "paper"), default="calibrated",
+                   help="Eq. 3 amplitudes: calibrated per depth (jigcnn.diagnostics.calibrate_init) or W=1 (conv), 10 (FC)")
     a = p.parse_args(argv)
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, depths=tuple(int(d) for d in a.depths.split(",")),
         epochs=a.epochs, lr=a.lr, rate=a.rate, filters=a.filters, factor=a.factor, target_fraction=a.target_fraction,
-        argv=argv)
+        init=a.init, argv=argv)
     return 0
 
 

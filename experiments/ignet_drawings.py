@@ -153,9 +153,10 @@ def run_task(images, y, source, *, task, protocol, n_outputs, cfg, seed, offset=
             "summary": summary, "folds": folds, "val_curves": curves, "wall_time_s": round(clock.s, 2)}
 
 
-def _plots(out, rows, task_curves, s, seed):
+def _plots(out, rows, task_curves, s, seed, real=False):
     plt = common.matplotlib_pyplot()
     files = []
+    rows = [r for r in rows if r["task"] == "classification"]
     names = [r["target"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     xs = np.arange(len(rows))
@@ -167,7 +168,8 @@ def _plots(out, rows, task_curves, s, seed):
                    label="majority-class baseline" if j == 0 else None)
     ax.set_xticks(xs, [n.replace(" + ", "+\n") for n in names], fontsize=7)
     ax.set_ylabel("test accuracy (mean over folds)")
-    ax.set_title("IgNet Fig. 5 net, classification (stand-in data unless stated)", fontsize=9)
+    ax.set_title("IgNet Fig. 5 net, classification: " + ("real data" if real else "SYNTHETIC STAND-IN data"),
+                 fontsize=9)
     ax.legend(fontsize=7)
     files.append(common.save_fig(fig, pathlib.Path(out) / "classification_accuracy.png"))
     if task_curves:
@@ -186,6 +188,7 @@ def _plots(out, rows, task_curves, s, seed):
 
         save_preview_png(pathlib.Path(out) / "augmentation_preview.png", s.images[0], jax.random.key(seed),
                          paper_preset(), n_copies=3, scale=2)
+        (pathlib.Path(out) / "augmentation_preview.png").chmod(0o644)
         files.append("augmentation_preview.png")
     except Exception as e:  # pragma: no cover - a preview is a nicety
         print(f"(augmentation preview skipped: {e})")
@@ -194,7 +197,8 @@ def _plots(out, rows, task_curves, s, seed):
 
 def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None, filters=4,
         protocols=("paper", "grouped"), targets=None, lr_regression=0.003, lr_classification=0.01,
-        center_input=True, n_synthetic=338, argv=None, verbose=True) -> dict:
+        center_input=True, n_synthetic=338, passes=10, tolerance=7, regression=True, argv=None,
+        verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plots, print the table; return the results."""
     from jigcnn.data import encode
 
@@ -205,7 +209,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
            "bias": "frozen", "activation": "identity", "optimizer": "nesterov momentum 0.9",
            "lr_regression": lr_regression, "lr_classification": lr_classification,
            "batch_size": 32, "k": 5, "augment_factor": 10, "augmentation": "paper_preset (rotation, stretch, shift, "
-           "left-right flip, noising)", "passes": 10, "tolerance": 7, "max_epochs": None,
+           "left-right flip, noising)", "passes": passes, "tolerance": tolerance, "max_epochs": None,
            "validation_fraction": 0.15, "center_input": center_input, "regression_target": "age in months",
            "seed": seed, "quick": quick}
     if quick:
@@ -231,7 +235,8 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
             tasks.append((target, "classification", idx, table.n_classes, (target,)))
     else:
         y_age = np.asarray(s.labels["age_months"], np.float64)
-        tasks.append(("age in months (regression)", "regression", y_age, 1, None))
+        if regression:
+            tasks.append(("age in months (regression)", "regression", y_age, 1, None))
         for groups in (targets or ((("age_category",),) if quick else PAPER_TARGETS)):
             idx, table = encode(s.labels, groups)
             tasks.append((target_name(groups), "classification", idx, table.n_classes, tuple(groups)))
@@ -255,7 +260,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
                 task_curves.append((f"{label}, {proto}", r["val_curves"], "MAPE %"))
         rows.append(row)
 
-    plots = _plots(out, rows, task_curves, s, seed)
+    plots = _plots(out, rows, task_curves, s, seed, real)
     results = {
         "experiment": NAME,
         "command": common.command_line(NAME, argv),
@@ -325,10 +330,17 @@ def main(argv=None) -> int:
     p.add_argument("--lr-classification", type=float, default=0.01)
     p.add_argument("--protocols", default="paper,grouped", help="comma-separated: paper, grouped")
     p.add_argument("--no-center-input", action="store_true", help="feed the raw [0, 1] pixels")
+    p.add_argument("--passes", type=int, default=10, help="max passes per fold (the paper: 10)")
+    p.add_argument("--tolerance", type=int, default=7, help="consecutive validation degradations (the paper: 7)")
+    p.add_argument("--targets", default=None,
+                   help="classification targets, ';'-separated, groups ','-separated (default: the paper's five)")
+    p.add_argument("--no-regression", action="store_true", help="skip the regression of age")
     a = p.parse_args(argv)
+    targets = None if a.targets is None else [tuple(t.split(",")) for t in a.targets.split(";") if t]
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, manifest=a.manifest, target=a.target,
         filters=a.filters, lr_regression=a.lr_regression, lr_classification=a.lr_classification,
-        protocols=tuple(a.protocols.split(",")), center_input=not a.no_center_input, argv=argv)
+        protocols=tuple(a.protocols.split(",")), center_input=not a.no_center_input, passes=a.passes,
+        tolerance=a.tolerance, targets=targets, regression=not a.no_regression, argv=argv)
     return 0
 
 
