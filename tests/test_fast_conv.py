@@ -43,18 +43,6 @@ def test_conv_valid_equals_lax(shape, block):
     _close(jax.jit(lambda x, k: fc.conv_valid(x, k, block=block))(x, k), fc.conv_valid_reference(x, k))
 
 
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] == 1])
-def test_conv_valid_shifted_equals_lax(shape):
-    x, k, _ = _arrays(shape)
-    _close(jax.jit(fc.conv_valid_shifted)(x, k), fc.conv_valid_reference(x, k))
-
-
-def test_conv_valid_shifted_rejects_channels():
-    x, k, _ = _arrays(SHAPES[2])
-    with pytest.raises(ValueError, match="one input channel"):
-        fc.conv_valid_shifted(x, k)
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
 def test_conv_weight_gradient_equals_plain(shape, block):
@@ -62,6 +50,34 @@ def test_conv_weight_gradient_equals_plain(shape, block):
     kh, kw = k.shape[:2]
     got = jax.jit(lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), block=block))(x, d)
     _close(got, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 3, 4])
+def test_conv_valid_with_bias_equals_lax_plus_bias(shape, block):
+    x, k, _ = _arrays(shape)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]).astype(np.float32))
+    _close(jax.jit(lambda x, k, b: fc.conv_valid(x, k, b, block=block))(x, k, b), fc.conv_valid_reference(x, k) + b)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 3, 4])
+def test_conv_weight_gradient_with_bias(shape, block):
+    x, k, d = _arrays(shape)
+    kh, kw = k.shape[:2]
+    dw, db = jax.jit(lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), block=block, with_bias=True))(x, d)
+    _close(dw, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+    _close(db, jnp.sum(d, axis=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_autodiff_of_conv_valid_with_bias(shape):
+    x, k, d = _arrays(shape)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]).astype(np.float32))
+    got = jax.grad(lambda x, k, b: jnp.sum(fc.conv_valid(x, k, b) * d), argnums=(0, 1, 2))(x, k, b)
+    ref = jax.grad(lambda x, k, b: jnp.sum((fc.conv_valid_reference(x, k) + b) * d), argnums=(0, 1, 2))(x, k, b)
+    for g, r in zip(got, ref):
+        _close(g, r)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

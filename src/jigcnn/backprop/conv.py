@@ -8,7 +8,6 @@ from jax import lax
 from jigcnn.activations import get_activation
 from jigcnn.fast import conv as fast_conv
 from jigcnn.fast import dense as fast_dense
-from jigcnn.layers.base import check_batch
 from jigcnn.backprop.activations import delta as activation_delta
 from jigcnn.backprop.activations import derivative
 
@@ -62,24 +61,9 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation):
 
 def conv_forward(layer, params, state, x, *, train, key):
     """Forward pass keeping the input, pre-activation and output for the backward pass."""
-    z = _conv_preactivation(layer, params, state, x)
+    z = layer.preactivation(params, state, x)
     y = _activate(layer, z)
     return y, state, (x, z, y)
-
-
-def _conv_preactivation(layer, params, state, x):
-    """conv(x) + bias; a single-channel input takes the shifted multiply-adds (jigcnn.fast.conv)."""
-    check_batch(layer, x, 4)
-    kernel = layer.effective_kernel(params)
-    k, s, d, pads, _ = layer.geometry(x.shape[1:])
-    if kernel.shape[2] != 1 or not fast_conv.eligible(kernel.shape, s, d):
-        return layer.preactivation(params, state, x)
-    xp, conv_pads = layer.pad_input(x, pads)
-    if any(p for pp in conv_pads for p in pp):
-        xp = jnp.pad(xp, ((0, 0), conv_pads[0], conv_pads[1], (0, 0)))
-    z = fast_conv.conv_valid_shifted(xp, kernel)
-    bias = params.get("bias", state.get("bias"))
-    return z if bias is None else z + bias
 
 
 def _activate(layer, z):
@@ -95,14 +79,22 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), mode="edge" if layer.pad_mode == "edge" else "constant")
     kernel = layer.effective_kernel(params)
     fast = fast_conv.eligible(kernel.shape, s, d)
-    # few channels: the same correlations as banded GEMMs (jigcnn.fast.conv)
-    dw = fast_conv.conv_weight_gradient(xp, delta, k) if fast else conv_weight_gradient(xp, delta, k, s, d)
+    db = None
+    if fast:
+        # few channels: the same correlations as banded GEMMs (jigcnn.fast.conv); with a bias
+        # (learnt or frozen) the windows are the forward pass's, the bias gradient the GEMM's last row
+        if "bias" in params or "bias" in state:
+            dw, db = fast_conv.conv_weight_gradient(xp, delta, k, with_bias=True)
+        else:
+            dw = fast_conv.conv_weight_gradient(xp, delta, k)
+    else:
+        dw = conv_weight_gradient(xp, delta, k, s, d)
     m = layer.mask(kernel.shape[2])
     if m is not None:
         dw = dw * jnp.asarray(m, dw.dtype)
     grads = {"kernel": dw}
     if "bias" in params:
-        grads["bias"] = jnp.sum(delta, axis=(0, 1, 2))
+        grads["bias"] = db if db is not None else jnp.sum(delta, axis=(0, 1, 2))
     if fast:
         dxp = fast_conv.conv_input_gradient(delta, kernel, xp.shape[1:3])
     else:

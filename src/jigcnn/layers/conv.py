@@ -191,15 +191,14 @@ class Conv2D(Layer):
         _, s, d, pads, _ = self.geometry(x.shape[1:])
         xp, conv_pads = self.pad_input(x, pads)
         kernel = self.effective_kernel(params)
+        bias = params.get("bias", state.get("bias"))
         if fast_conv.eligible(kernel.shape, s, d):
-            # few channels: one banded GEMM (jigcnn.fast.conv), several times XLA's convolution
+            # few channels: one banded GEMM, bias included (jigcnn.fast.conv), several times XLA's conv
             if any(p for pp in conv_pads for p in pp):
                 xp = jnp.pad(xp, ((0, 0), conv_pads[0], conv_pads[1], (0, 0)))
-            z = fast_conv.conv_valid(xp, kernel)
-        else:
-            z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
-                                         rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
-        bias = params.get("bias", state.get("bias"))
+            return fast_conv.conv_valid(xp, kernel, bias)
+        z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
+                                     rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
         return z if bias is None else z + bias
 
     def apply(self, params, state, x, *, train=False, key=None):
