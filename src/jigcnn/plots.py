@@ -7,12 +7,12 @@ PNG atomically (temporary file + os.replace) with the Agg backend and returns th
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
+
+from jigcnn.atomic import atomic_path
 
 BAND = (0.01, 0.1)  # the paper's acceptable dL/dw MAV (Sec. 5.4.2)
 _PREFIXES = (("train", "train"), ("test", "test"), ("val", "validation"), ("validation", "validation"))
@@ -32,20 +32,11 @@ def _plt():
 
 
 def _save(fig, path) -> str:
-    """Write `fig` to `path` as PNG through a temporary file in the same folder, then close it."""
+    """Write `fig` to `path` as PNG atomically, then close it."""
     plt = _plt()
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from jigcnn.data._atomic import write_bytes_atomic
+from jigcnn.atomic import write_bytes_atomic
 
 
 @dataclasses.dataclass(frozen=True)

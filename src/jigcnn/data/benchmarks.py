@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from jigcnn.data._atomic import atomic_path
+from jigcnn.atomic import atomic_path
 from jigcnn.data.images import DataError
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from jigcnn.data._atomic import write_bytes_atomic
+from jigcnn.atomic import write_bytes_atomic
 from jigcnn.data.images import ImageSet, load_folder
 from jigcnn.data.synth import generate
 

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from jigcnn.data._atomic import atomic_path
+from jigcnn.atomic import atomic_path
 from jigcnn.data.labels import labels_from_names
 from jigcnn.data.names import DEFAULT_WHO_TABLE, WhoIsDrawn, parse_name
 

@@ -29,7 +29,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jigcnn.data._atomic import write_bytes_atomic
+from jigcnn.atomic import write_bytes_atomic
 from jigcnn.data.names import format_name
 
 # Age ranges (months) per category, from Scottish school years: a class spans about a year and

@@ -18,12 +18,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jigcnn.atomic import write_bytes_atomic
 
 FORMAT = "jigcnn-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -84,30 +85,9 @@ def save(path: str | os.PathLike, tree: Any, meta: dict | None = None, *, finger
     header = {"format": FORMAT, "treedef": str(treedef), "leaves": info, "fingerprint": fingerprint,
               "description": description, "meta": _jsonable(meta or {})}
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - directories cannot be fsynced everywhere
-        pass
-
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue())
 
 def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of a checkpoint (no arrays loaded)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pathlib
 import sys
-import tempfile
 
 import numpy as np
+
+from jigcnn.atomic import write_text_atomic
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits", "drawings")
 
@@ -58,15 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_json(path, payload):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -96,5 +86,6 @@ def main(argv=None) -> int:
                  checkpoint_dir=args.checkpoint_dir, resume=args.resume, grad_method=args.grad, config=config)
     print(f"{result.stopped_reason}; " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     if args.out:
-        _write_json(args.out, {"config": config, "metrics": result.metrics, "history": result.history.to_dict()})
+        write_text_atomic(args.out, json.dumps({"config": config, "metrics": result.metrics,
+                                                "history": result.history.to_dict()}, indent=2))
     return 0

@@ -1,10 +1,22 @@
-"""Atomic file writes: write to a temporary file in the target's folder, then ``os.replace``."""
+"""Atomic file writes: write a temporary file beside the target, fsync, then ``os.replace``.
+
+Nothing jigcnn writes (caches, drawings, checkpoints, plots, results) is ever left half-written.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+
+
+def _fsync_dir(folder: str) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a directory be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -18,11 +30,15 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a result file should read like any other
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    _fsync_dir(folder)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -30,3 +46,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
