@@ -1,5 +1,5 @@
 """Fast kernels for few-channel convolutions (see `jigcnn.fast.conv`); each is tested against the plain formulation."""
 
-from jigcnn.fast import conv, dense
+from jigcnn.fast import conv, dense, pool
 
-__all__ = ["conv", "dense"]
+__all__ = ["conv", "dense", "pool"]
