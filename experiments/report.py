@@ -65,8 +65,10 @@ def render(results: dict[str, dict]) -> str:
         quick = " (**--quick**)" if r.get("config", {}).get("quick") else ""
         proto = r.get("protocol")
         proto = ", ".join(proto) if isinstance(proto, dict) else (proto or "-")
-        data = ("real: " if r.get("real_data") else "stand-in: " if r.get("real_data") is False else "") + \
-            str(r.get("data", "-")).split(";")[0]
+        if r.get("real_data") is False:
+            data = "**synthetic stand-in** (not the Stirling set)"
+        else:
+            data = "real: " + str(r.get("data", "-")).split(" (")[0]
         lines.append(f"| {name}{quick} | {h.get('published', '-')} | {h.get('ours', '-')} | {proto} | {data} | "
                      f"{r.get('wall_time_s', 0):.0f} s | {_hardware(r)} |")
     lines.append("")
