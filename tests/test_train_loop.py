@@ -148,3 +148,20 @@ def test_fit_records_the_fig4_diagnostic_into_the_history():
     layer = key.split("/")[1]
     d = diagnose(m, res.params, res.state, va[0], va[1], LOSS)
     np.testing.assert_allclose(recorded[-1], d[layer].weight_grad_mav, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad_method", ["autodiff", "manual"])
+def test_python_and_scan_epoch_loops_give_the_same_numbers(grad_method):
+    a = _fit(epoch_loop="python", grad_method=grad_method)
+    b = _fit(epoch_loop="scan", grad_method=grad_method)
+    assert [r["train_steps"] for r in a.history.records] == [r["train_steps"] for r in b.history.records]
+    for ra, rb in zip(a.history.metrics(), b.history.metrics()):
+        for k in ra:
+            np.testing.assert_allclose(ra[k], rb[k], rtol=1e-5, err_msg=k)
+    for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_epoch_loop_is_refused():
+    with pytest.raises(ValueError, match="epoch_loop must be one of"):
+        _fit(epoch_loop="unrolled")

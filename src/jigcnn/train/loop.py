@@ -15,7 +15,7 @@ import optax
 
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
-from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
+from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
 from jigcnn.train.stopping import PaperStopping, Patience  # noqa: F401  (re-exported for convenience)
 
 
@@ -133,13 +133,14 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress=True,
         augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
-        on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None) -> FitResult:
+        on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None,
+        epoch_loop: str = "python") -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
     * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
       :class:`PaperStopping`); each shuffles with ``jax.random.fold_in(key, epoch)``
       and runs ``n // batch_size`` full mini-batches (the partial last batch is
-      dropped) in one compiled ``lax.scan``.
+      dropped).
     * ``history``: per epoch, ``train_loss`` and ``train_<metric>`` (means over the
       epoch's steps), ``test_*``, ``val_*``, ``time`` (s) and ``wall_time``.
     * ``stopping``: :class:`PaperStopping` / :class:`Patience` / None; monitors
@@ -156,6 +157,9 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       forces it, False turns it off).
     * ``augment``: ``augment(key, images) -> images`` (traceable) or a
       ``jigcnn.data.augment.AugmentConfig``, applied to every training batch.
+    * ``epoch_loop``: "python" (default) runs each epoch as a Python loop over one jitted
+      step; "scan" compiles the whole epoch as one ``lax.scan`` (one dispatch per epoch, but
+      ~30x slower for wide convolutions on XLA:CPU). Both give the same numbers.
     * ``diagnostic``: an object with ``on_epoch_end(epoch, record, params, state) -> dict``
       (e.g. :class:`jigcnn.diagnostics.DiagnosticRecorder`); its entries (the paper's Fig. 4
       MAVs per layer) join the epoch's history record. It sees each epoch's final weights.
@@ -189,12 +193,17 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         if min(batch_size, n_train) % mesh.size:
             raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh")
 
-    epoch_fn = cached_jit(
-        "epoch",
-        lambda: jax.jit(make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
-                                      dropconnect=dropconnect, metrics=metrics, augment=augment,
-                                      batch_sharding=batch_sharding), donate_argnums=(0, 2)),
-        model, loss, optimizer, batch_size, grad_method, dropconnect, metrics, augment, batch_sharding)
+    if epoch_loop not in EPOCH_LOOPS:
+        raise ValueError(f"fit: epoch_loop must be one of {EPOCH_LOOPS}, got {epoch_loop!r}")
+
+    def build_epoch():
+        fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
+                           dropconnect=dropconnect, metrics=metrics, augment=augment,
+                           batch_sharding=batch_sharding, loop=epoch_loop)
+        return jax.jit(fn, donate_argnums=(0, 2)) if epoch_loop == "scan" else fn  # "python": jitted inside
+
+    epoch_fn = cached_jit("epoch", build_epoch, model, loss, optimizer, batch_size, grad_method, dropconnect,
+                          metrics, augment, batch_sharding, epoch_loop)
     eval_fn = cached_jit(
         "eval",
         lambda: jax.jit(make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size,
