@@ -165,3 +165,23 @@ def test_python_and_scan_epoch_loops_give_the_same_numbers(grad_method):
 def test_unknown_epoch_loop_is_refused():
     with pytest.raises(ValueError, match="epoch_loop must be one of"):
         _fit(epoch_loop="unrolled")
+
+
+def test_fit_records_the_diagnostic_every_n_steps():
+    from jigcnn.diagnostics import DiagnosticRecorder
+
+    x, y = tiny_data()
+    _, _, va = split(x, y)
+    recorder = DiagnosticRecorder(tiny_model(), LOSS, every=2, batch=va, unit="step")
+    res = _fit(epochs=2, diagnostic=recorder)  # 3 steps per epoch: global steps 1..6
+    assert res.history.diagnostics["step"] == [2, 4, 6]
+    assert not [k for k in res.history.keys() if k.startswith("mav/")]
+    layer_cols = [k for k in res.history.diagnostics if k.endswith("weight_grad_mav")]
+    assert layer_cols and all(len(res.history.diagnostics[k]) == 3 for k in layer_cols)
+    from jigcnn.diagnostics import diagnose
+
+    last = diagnose(tiny_model(), res.params, res.state, va[0], va[1], LOSS)  # step 6 = the final weights
+    for k in layer_cols:
+        np.testing.assert_allclose(res.history.diagnostics[k][-1], last[k.split("/")[0]].weight_grad_mav, rtol=1e-5)
+    with pytest.raises(ValueError, match="per-step diagnostic needs epoch_loop='python'"):
+        _fit(epochs=1, diagnostic=recorder, epoch_loop="scan")

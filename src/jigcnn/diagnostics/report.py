@@ -187,12 +187,17 @@ class DiagnosticRecorder:
     and returns the `Diagnostic` (else None). `history()` flattens the records into
     {"step": [...], "<layer>/<column>": [...]} lists, the shape `plots.plot_mav_trajectory` takes.
     `on_epoch_end` adapts it to a loop that calls back with (epoch, record, params, state).
+    With `unit="step"`, `jigcnn.train.fit(diagnostic=recorder)` calls it after every training
+    step (global step numbers from 1) instead, and puts `history()` in `History.diagnostics`.
     """
 
-    def __init__(self, model, loss, every: int = 1, *, batch=None, train: bool = False):
+    def __init__(self, model, loss, every: int = 1, *, batch=None, train: bool = False, unit: str = "epoch"):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"DiagnosticRecorder: every must be a positive int, got {every!r}")
+        if unit not in ("epoch", "step"):
+            raise ValueError(f"DiagnosticRecorder: unit must be 'epoch' or 'step', got {unit!r}")
         self.every = every
+        self.unit = unit
         self.batch = batch
         self.records: list[Diagnostic] = []
         self._fn = make_diagnose(model, loss, train=train)
@@ -211,6 +216,8 @@ class DiagnosticRecorder:
 
     def on_epoch_end(self, epoch: int, record: dict, params, state) -> dict:
         """Loop hook: diagnose the fixed batch; returns {"mav/<layer>/<column>": value} to merge into the record."""
+        if self.unit != "epoch":
+            return {}
         d = self(epoch, params, state)
         if d is None:
             return {}

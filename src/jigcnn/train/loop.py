@@ -28,6 +28,7 @@ class History:
 
     def __init__(self, records: Sequence[dict] | None = None):
         self.records: list[dict] = [dict(r) for r in records or ()]
+        self.diagnostics: dict[str, list] | None = None  # per-step Fig. 4 MAVs (fit's diagnostic, unit="step")
 
     def append(self, record: dict) -> None:
         self.records.append(dict(record))
@@ -160,9 +161,10 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     * ``epoch_loop``: "python" (default) runs each epoch as a Python loop over one jitted
       step; "scan" compiles the whole epoch as one ``lax.scan`` (one dispatch per epoch, but
       ~30x slower for wide convolutions on XLA:CPU). Both give the same numbers.
-    * ``diagnostic``: an object with ``on_epoch_end(epoch, record, params, state) -> dict``
-      (e.g. :class:`jigcnn.diagnostics.DiagnosticRecorder`); its entries (the paper's Fig. 4
-      MAVs per layer) join the epoch's history record. It sees each epoch's final weights.
+    * ``diagnostic``: a :class:`jigcnn.diagnostics.DiagnosticRecorder` (or any object with
+      ``on_epoch_end(epoch, record, params, state) -> dict``): the paper's Fig. 4 MAVs per
+      layer every N epochs, joining the epoch's history record; with ``unit="step"`` every
+      N training steps instead, collected in ``history.diagnostics``.
     """
     from jigcnn.train.cv import as_augment
 
@@ -195,6 +197,9 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
 
     if epoch_loop not in EPOCH_LOOPS:
         raise ValueError(f"fit: epoch_loop must be one of {EPOCH_LOOPS}, got {epoch_loop!r}")
+    per_step = diagnostic is not None and getattr(diagnostic, "unit", "epoch") == "step"
+    if per_step and epoch_loop != "python":
+        raise ValueError("fit: a per-step diagnostic needs epoch_loop='python'")
 
     def build_epoch():
         fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
@@ -272,8 +277,12 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
             t0 = time.perf_counter()
             x, y, rows, n = data["train"]
             ekey = jax.random.fold_in(key, epoch)
+            extra = {}
+            if per_step:
+                offset = (epoch - 1) * (n // min(batch_size, n))
+                extra["on_step"] = lambda s, p, st, off=offset: diagnostic(off + s, p, st)
             params, state, opt_state, stats = epoch_fn(params, state, opt_state, x, y, rows, jnp.int32(n), ekey,
-                                                       jnp.array(True))
+                                                       jnp.array(True), **extra)
             evals = {p: eval_fn(params, state, d[0], d[1], d[2], jnp.int32(d[3]))
                      for p, d in data.items() if p != "train"}
             stats, evals = jax.device_get((stats, evals))
@@ -300,6 +309,8 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
             if diagnostic is not None:
                 # before the next epoch call, which donates these params
                 record.update(diagnostic.on_epoch_end(epoch, record, params, state))
+                if per_step:
+                    history.diagnostics = diagnostic.history()
             record["wall_time"] = wall_offset + time.perf_counter() - t_start
             history.append(record)
             if stopping is not None:

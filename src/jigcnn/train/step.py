@@ -274,7 +274,8 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
     body_jit = jax.jit(body, static_argnums=(9,), donate_argnums=(0,))
     finish_jit = jax.jit(finish)
 
-    def python_epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active=True):
+    def python_epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active=True, *, on_step=None):
+        """The epoch; ``on_step(s, params, state)`` (optional) runs after step s = 1, 2, ... of it."""
         size = rows.shape[0]
         bs = min(batch_size, size)
         order, extra = start_jit(params, key, n_valid, size)
@@ -283,6 +284,8 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
         active = jnp.asarray(active)
         for s in range(size // bs):
             carry = body_jit(carry, jnp.int32(s), order, rows, x_all, y_all, key, n_steps, active, bs)
+            if on_step is not None and s < int(n_valid) // bs:
+                on_step(s + 1, carry[0], carry[1])
         return finish_jit(carry)
 
     return python_epoch
