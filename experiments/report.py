@@ -23,11 +23,11 @@ EXPERIMENTS = ("ignet_drawings", "keras_baseline", "depth_freezeconnect", "activ
 
 # Why an experiment has no full run yet (shown in the table when its results.json is absent).
 NOT_RUN = {
-    "fashion_mnist": "not run yet (code and --quick tested); the thesis CNN takes several minutes per epoch "
+    "fashion_mnist": "code and --quick tested; the thesis CNN takes several minutes per epoch "
                      "on the shared 2-core CPU",
-    "cifar10": "not run yet (code and --quick tested); vgg_small measured ~0.8 s per batch of 64 on the shared "
+    "cifar10": "code and --quick tested; vgg_small measured ~0.8 s per batch of 64 on the shared "
                "2-core CPU (~10 min per epoch), so the 30-minute goal is out of reach on this machine",
-    "keras_baseline": "not run yet (code and --quick tested)",
+    "keras_baseline": "code and --quick tested",
 }
 
 
@@ -83,7 +83,7 @@ def render(results: dict[str, dict]) -> str:
                      f"{r.get('wall_time_s', 0):.0f} s | {_hardware(r)} |")
     lines.append("")
     for name, r in results.items():
-        lines += [f"## {name}", "", "```text", _summary(name, r), "```", "",
+        lines += [f"## {name}", "", "```text", _summary(r.get("experiment", name), r), "```", "",
                   f"Command: `{r.get('command', '?')}`  ", f"Finished {r.get('finished_utc', '?')}, "
                   f"wall time {r.get('wall_time_s', 0):.0f} s; {_hardware(r)}.", ""]
         for p in r.get("plots", []):
