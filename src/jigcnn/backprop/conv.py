@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from jigcnn.activations import get_activation
 from jigcnn.fast import conv as fast_conv
 from jigcnn.fast import dense as fast_dense
 from jigcnn.backprop.activations import delta as activation_delta
@@ -62,12 +61,8 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation):
 def conv_forward(layer, params, state, x, *, train, key):
     """Forward pass keeping the input, pre-activation and output for the backward pass."""
     z = layer.preactivation(params, state, x)
-    y = _activate(layer, z)
+    y = layer.activate(z)
     return y, state, (x, z, y)
-
-
-def _activate(layer, z):
-    return get_activation(layer.activation, layer.activation_param)(z)
 
 
 def conv_backward(layer, params, state, cache, dy, *, delta=None):
@@ -112,7 +107,7 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
 def dense_forward(layer, params, state, x, *, train, key):
     """Forward pass keeping the input, pre-activation and output."""
     z = layer.preactivation(params, state, x)
-    y = _activate(layer, z)
+    y = layer.activate(z)
     return y, state, (x, z, y)
 
 

@@ -76,3 +76,66 @@ def check_batch(layer: Layer, x, ndim: int) -> None:
     """Require a batched input of rank `ndim` (batch axis first)."""
     if x.ndim != ndim:
         raise layer.error(f"expects a batch of rank {ndim} (batch axis first), got shape {x.shape}")
+
+
+BIAS_MODES = ("learn", "frozen", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Neurons(Layer):
+    """Shared part of the layers of neurons (Conv2D, Dense): `features` outputs, a bias, an activation.
+
+    bias: "learn", "frozen" (kept in the non-trainable state, as in the paper's runs) or "none"
+    (True/False mean "learn"/"none"). `initializer`: an Initializer or a name ("ignet",
+    "glorot_uniform", ...); `activation_param` is leaky ReLU's slope or ELU's alpha.
+    """
+
+    features: int = 1
+    bias: Any = dataclasses.field(default="learn", kw_only=True)
+    activation: str = dataclasses.field(default="identity", kw_only=True)
+    activation_param: float | None = dataclasses.field(default=None, kw_only=True)
+    initializer: Any = dataclasses.field(default="glorot_uniform", kw_only=True)
+
+    def check_neurons(self) -> None:
+        """Validate the shared arguments, naming the layer."""
+        from jigcnn.activations import activation_param, check_activation
+        from jigcnn.initializers import get_initializer
+
+        if not isinstance(self.features, (int, np.integer)) or isinstance(self.features, bool) or self.features < 1:
+            raise self.error(f"features must be a positive int, got {self.features!r}")
+        if self.bias_mode not in BIAS_MODES:
+            raise self.error(f"bias must be one of {BIAS_MODES} (or True/False), got {self.bias!r}")
+        check_activation(self.activation, self.label())
+        activation_param(self.activation, self.activation_param, self.label())
+        get_initializer(self.initializer, self.label())
+
+    @property
+    def bias_mode(self) -> str:
+        """The bias mode as a string ("learn", "frozen" or "none")."""
+        if self.bias is True:
+            return "learn"
+        if self.bias is False or self.bias is None:
+            return "none"
+        return self.bias
+
+    def draw(self, key, kernel_shape, extent: int, dtype, mask=None) -> tuple[Params, Params]:
+        """(params, state): the kernel (zero where `mask` is False) and the bias where its mode puts it."""
+        import jax.numpy as jnp
+
+        from jigcnn.initializers import get_initializer
+
+        initializer = get_initializer(self.initializer, self.label())
+        kkey, bkey = jax.random.split(key)
+        kernel = initializer.kernel(kkey, kernel_shape, extent, dtype)
+        if mask is not None:
+            kernel = kernel * jnp.asarray(mask, dtype)
+        params, state = {"kernel": kernel}, {}
+        if self.bias_mode != "none":
+            (params if self.bias_mode == "learn" else state)["bias"] = initializer.bias(bkey, (self.features,), dtype)
+        return params, state
+
+    def activate(self, z):
+        """f(z) for the layer's activation."""
+        from jigcnn.activations import get_activation
+
+        return get_activation(self.activation, self.activation_param)(z)

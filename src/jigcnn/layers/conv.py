@@ -5,18 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jigcnn.fast import conv as fast_conv
-from jigcnn.activations import activation_param, check_activation, get_activation
-from jigcnn.initializers import get_initializer
-from jigcnn.layers.base import Layer, check_batch, check_map_shape, pair
+from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, pair
 
 PAD_MODES = ("zeros", "edge")
-BIAS_MODES = ("learn", "frozen", "none")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -76,7 +72,7 @@ def connection_mask(table, groups: int, cin: int, cout: int, layer: Layer) -> np
 
 
 @dataclasses.dataclass(frozen=True)
-class Conv2D(Layer):
+class Conv2D(Neurons):
     """2-D convolution, NHWC activations and an HWIO kernel, optionally fused with an activation.
 
     padding: "valid", "same", an int, (ph, pw) or ((top, bottom), (left, right)).
@@ -88,35 +84,24 @@ class Conv2D(Layer):
     full HWIO shape; unconnected entries are zero and never learn.
     """
 
-    features: int = 1
     kernel_size: Any = 3
     strides: Any = 1
     padding: Any = "valid"
     pad_mode: str = "zeros"
     dilation: Any = 1
-    bias: Any = "learn"
-    activation: str = "identity"
-    activation_param: float | None = None
     connection_table: Any = None
     groups: int = 1
-    initializer: Any = "glorot_uniform"
     kind: ClassVar[str] = "conv"
 
     def __post_init__(self):
-        if not isinstance(self.features, (int, np.integer)) or isinstance(self.features, bool) or self.features < 1:
-            raise self.error(f"features must be a positive int, got {self.features!r}")
+        self.check_neurons()
         pair(self.kernel_size, "kernel_size", self)
         pair(self.strides, "strides", self)
         pair(self.dilation, "dilation", self)
         if self.pad_mode not in PAD_MODES:
             raise self.error(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
-        if self.bias_mode not in BIAS_MODES:
-            raise self.error(f"bias must be one of {BIAS_MODES} (or True/False), got {self.bias!r}")
         if not isinstance(self.groups, (int, np.integer)) or self.groups < 1:
             raise self.error(f"groups must be a positive int, got {self.groups!r}")
-        check_activation(self.activation, self.label())
-        activation_param(self.activation, self.activation_param, self.label())
-        get_initializer(self.initializer, self.label())
         if isinstance(self.padding, str):
             resolve_padding(self.padding, (1, 1), (1, 1), (1, 1), self)
         if self.connection_table is not None:
@@ -125,15 +110,6 @@ class Conv2D(Layer):
                 raise self.error(f"connection_table must be a 2-D (in_channels, features) boolean table, got shape {table.shape}")
             # stored as nested tuples so the layer spec stays hashable and comparable
             object.__setattr__(self, "connection_table", tuple(tuple(bool(v) for v in row) for row in table))
-
-    @property
-    def bias_mode(self) -> str:
-        """The bias mode as a string ("learn", "frozen" or "none")."""
-        if self.bias is True:
-            return "learn"
-        if self.bias is False or self.bias is None:
-            return "none"
-        return self.bias
 
     def geometry(self, in_shape):
         """Kernel, strides, dilation, explicit padding and output shape for an (H, W, C) input."""
@@ -161,16 +137,7 @@ class Conv2D(Layer):
         """Draw the kernel (and bias); Eq. 3's v*h is the kernel's spatial extent."""
         k, _, _, _, out = self.geometry(in_shape)
         cin = in_shape[-1]
-        initializer = get_initializer(self.initializer, self.label())
-        kkey, bkey = jax.random.split(key)
-        kernel = initializer.kernel(kkey, (k[0], k[1], cin, self.features), k[0] * k[1], dtype)
-        m = self.mask(cin)
-        if m is not None:
-            kernel = kernel * jnp.asarray(m, dtype)
-        params, state = {"kernel": kernel}, {}
-        if self.bias_mode != "none":
-            bias = initializer.bias(bkey, (self.features,), dtype)
-            (params if self.bias_mode == "learn" else state)["bias"] = bias
+        params, state = self.draw(key, (k[0], k[1], cin, self.features), k[0] * k[1], dtype, self.mask(cin))
         return out, params, state
 
     def effective_kernel(self, params):
@@ -204,7 +171,7 @@ class Conv2D(Layer):
     def apply(self, params, state, x, *, train=False, key=None):
         """y = f(conv(x) + b)."""
         z = self.preactivation(params, state, x)
-        return get_activation(self.activation, self.activation_param)(z), state
+        return self.activate(z), state
 
     def trainable_count(self, params):
         """Connected kernel entries plus a learnable bias."""
