@@ -17,8 +17,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DRAWINGS = ["ignet_drawings", "init_diagnostics", "activations", "depth_freezeconnect", "keras_baseline"]
-BENCHMARKS = ["lenet_mnist", "fashion_mnist", "cifar10"]
+# the longer quick runs (20-35 s each on 2 cores) run with -m slow, to keep the default run short
+_slow = pytest.mark.slow
+DRAWINGS = ["ignet_drawings", "init_diagnostics", "activations", pytest.param("depth_freezeconnect", marks=_slow),
+            pytest.param("keras_baseline", marks=_slow)]
+BENCHMARKS = ["lenet_mnist", pytest.param("fashion_mnist", marks=_slow), pytest.param("cifar10", marks=_slow)]
 REQUIRED = ("experiment", "command", "config", "data", "protocol", "published", "metrics", "wall_time_s",
             "environment", "headline")
 
