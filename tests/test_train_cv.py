@@ -122,3 +122,17 @@ def test_as_augment_accepts_callables_and_data_configs():
     assert callable(as_augment(AugmentConfig(noise_level=0.1, noise_portion=0.2)))
     with pytest.raises(TypeError, match="AugmentConfig"):
         as_augment(3)
+
+
+@pytest.mark.parametrize("use_sklearn", [True, False])
+def test_classes_too_small_to_stratify_fall_back_to_unstratified_grouped_folds(use_sklearn):
+    if use_sklearn:
+        pytest.importorskip("sklearn")
+    n = 60
+    labels = np.arange(n) // 2  # 30 classes of 2 members: none can be spread over 5 folds
+    groups = np.arange(n) // 3
+    with pytest.warns(UserWarning, match="not stratified"):
+        folds = kfold_indices(n, 5, stratify=labels, groups=groups, seed=0, use_sklearn=use_sklearn)
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(n))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Callable
 
 import jax
@@ -108,6 +109,11 @@ def kfold_indices(n: int, k: int = 5, *, stratify=None, groups=None, seed: int =
     for name, a in (("stratify", y), ("groups", g)):
         if a is not None and len(a) != n:
             raise ValueError(f"{name} has {len(a)} entries for {n} samples")
+    if y is not None and np.unique(y, return_counts=True)[1].max() < k:
+        # e.g. all four label groups joined on 338 drawings: no class can be spread over k folds
+        warnings.warn(f"kfold_indices: every class has fewer than {k} members, so the folds are not stratified",
+                      stacklevel=2)
+        y = None
     if use_sklearn is None:
         use_sklearn = _have_sklearn()
     idx = np.arange(n)
