@@ -26,8 +26,17 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items() if k != "connection_table"))
+def _conv_id(case):
+    return ",".join(f"{k}={v}" for k, v in case.items() if k != "connection_table")
+
+
+# float32 on the first 4 conv cases in the default run; all of them with -m slow
+CONV_PARAMS = [pytest.param(case, dtype, id=f"{_conv_id(case)}-{dtype.__name__}",
+                            marks=pytest.mark.slow if dtype is np.float32 and i >= 4 else ())
+               for i, case in enumerate(CONV_CASES) for dtype in (np.float64, np.float32)]
+
+
+@pytest.mark.parametrize("case,dtype", CONV_PARAMS)
 def test_conv(case, dtype, x64):
     check_backward(Conv2D(**case, name="conv"), (6, 5, 4), dtype=dtype, batch=3)
 
