@@ -1,6 +1,5 @@
 """Randomly drawn conv configurations (seeded): hand-written gradients equal jax.grad's."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
