@@ -58,8 +58,8 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation):
     )
 
 
-def conv_forward(layer, params, state, x, *, train, key):
-    """Forward pass keeping the input, pre-activation and output for the backward pass."""
+def neurons_forward(layer, params, state, x, *, train, key):
+    """Forward pass of Conv2D / Dense keeping the input, pre-activation and output for the backward pass."""
     z = layer.preactivation(params, state, x)
     y = layer.activate(z)
     return y, state, (x, z, y)
@@ -102,13 +102,6 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
     record = {"input": x, "act_deriv": derivative(layer.activation, z, y, layer.activation_param),
               "delta": delta, "weight_grad": dw}
     return dx, grads, record
-
-
-def dense_forward(layer, params, state, x, *, train, key):
-    """Forward pass keeping the input, pre-activation and output."""
-    z = layer.preactivation(params, state, x)
-    y = layer.activate(z)
-    return y, state, (x, z, y)
 
 
 def dense_backward(layer, params, state, cache, dy, *, delta=None):

@@ -22,8 +22,8 @@ class Rule(NamedTuple):
 
 
 _RULES: dict[type, Rule] = {
-    Conv2D: Rule(conv.conv_forward, conv.conv_backward),
-    Dense: Rule(conv.dense_forward, conv.dense_backward),
+    Conv2D: Rule(conv.neurons_forward, conv.conv_backward),
+    Dense: Rule(conv.neurons_forward, conv.dense_backward),
     MaxPool: Rule(other.pool_forward, other.max_pool_backward),
     AvgPool: Rule(other.pool_forward, other.avg_pool_backward),
     BatchNorm: Rule(other.batch_norm_forward, other.batch_norm_backward),
