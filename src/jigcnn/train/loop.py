@@ -16,7 +16,7 @@ import optax
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
-from jigcnn.train.stopping import PaperStopping, Patience  # noqa: F401  (re-exported for convenience)
+from jigcnn.train.stopping import PaperStopping, Patience, resolve_epochs_and_monitor  # noqa: F401
 
 
 class History:
@@ -178,14 +178,8 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     n_train = int(train[0].shape[0])
     if n_train < 1:
         raise ValueError("fit: empty training set")
-    max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
-    if max_epochs is None:
-        raise ValueError("fit: give epochs= or a stopping rule with max_epochs")
-    if stopping is not None and getattr(stopping, "max_epochs", None):
-        max_epochs = min(max_epochs, stopping.max_epochs)
-    monitor = None
-    if stopping is not None:
-        monitor = stopping.monitor or default_monitor(metrics, validation is not None, test is not None)
+    max_epochs, monitor = resolve_epochs_and_monitor(epochs, stopping, metrics, validation is not None,
+                                                     test is not None, "fit")
 
     batch_sharding = rep = None
     if mesh is not None:

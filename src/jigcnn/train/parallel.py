@@ -32,7 +32,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jigcnn.train.loop import History, _progress_bar, default_monitor
+from jigcnn.train.loop import History, _progress_bar
+from jigcnn.train.stopping import resolve_epochs_and_monitor
 from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
 
 # ---------------------------------------------------------------- data parallelism
@@ -176,14 +177,8 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
             not np.isscalar(validation[0]) else [validation] * k
         parts["val"] = _pad_rows(vsets)
 
-    max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
-    if max_epochs is None:
-        raise ValueError("fit_folds_vmapped: give epochs= or a stopping rule with max_epochs")
-    if stopping is not None and getattr(stopping, "max_epochs", None):
-        max_epochs = min(max_epochs, stopping.max_epochs)
-    monitor = None
-    if stopping is not None:
-        monitor = stopping.monitor or default_monitor(metrics, "val" in parts, "test" in parts)
+    max_epochs, monitor = resolve_epochs_and_monitor(epochs, stopping, metrics, "val" in parts, "test" in parts,
+                                                     "fit_folds_vmapped")
     restore_best = bool(getattr(stopping, "restore_best", False))
 
     def build_epoch():

@@ -130,3 +130,18 @@ class Patience:
         if self.max_epochs is not None and epoch >= self.max_epochs:
             return st, Decision(True, f"patience: reached max_epochs={self.max_epochs}", improved)
         return st, Decision(False, None, improved)
+
+
+def resolve_epochs_and_monitor(epochs, stopping, metrics, has_val: bool, has_test: bool, who: str):
+    """(max_epochs, monitor): `epochs` capped by the rule's `max_epochs`, and the history key the rule watches."""
+    from jigcnn.train.loop import default_monitor
+
+    max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
+    if max_epochs is None:
+        raise ValueError(f"{who}: give epochs= or a stopping rule with max_epochs")
+    if stopping is not None and getattr(stopping, "max_epochs", None):
+        max_epochs = min(max_epochs, stopping.max_epochs)
+    monitor = None
+    if stopping is not None:
+        monitor = stopping.monitor or default_monitor(metrics, has_val, has_test)
+    return max_epochs, monitor
