@@ -119,8 +119,6 @@ def jax_contender(net: str, batch: int, method: str = "autodiff", optimizer: str
     `method` is "autodiff" or "manual"; "plain-autodiff" / "plain-manual" trace the step with
     the fast few-channel convolutions switched off (XLA's convolution throughout), for comparison.
     """
-    import jax
-
     from jigcnn.fast import conv as fast_conv
 
     plain = method.startswith("plain-")
@@ -175,7 +173,6 @@ def torch_available() -> bool:
 
 def torch_model(net: str):
     """The same net in PyTorch, NCHW; IgNet's frozen (zero) biases are kept and not trained."""
-    import torch
     from torch import nn
 
     if net == "ignet_fig5":

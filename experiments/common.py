@@ -359,8 +359,10 @@ def time_to(history, thresholds, metric: str = "test_accuracy") -> dict:
 
 def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int, seed: int = 0, augment=None,
                   thresholds=(), verbose: bool = True):
-    """Train on the full training set, evaluate on the test set after every epoch; returns (FitResult, info)."""
+    """Train on the full training set with ``jigcnn.train.fit``, test accuracy after every epoch; (FitResult, info)."""
     import jax
+
+    from jigcnn.train import fit
 
     params, state = model.init(jax.random.key(seed))
 
@@ -369,9 +371,9 @@ def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int
             print(f"  epoch {rec.get('epoch', epoch)}: train loss {rec.get('train_loss', 0):.4f}"
                   f" test acc {rec.get('test_accuracy', 0):.4f} ({rec.get('wall_time', 0):.0f} s)", flush=True)
 
-    r = loop_fit(model, params, state, optimizer, train, test, None, key=jax.random.key(seed + 1),
-                 loss="softmax_cross_entropy", metrics=("accuracy",), epochs=epochs, batch_size=batch_size,
-                 augment=augment, on_epoch_end=report)
+    r = fit(model, params, state, optimizer, train, test, key=jax.random.key(seed + 1),
+            loss="softmax_cross_entropy", metrics=("accuracy",), epochs=epochs, batch_size=batch_size,
+            augment=augment, on_epoch_end=report, progress=False)
     info = {"test_accuracy": r.metrics.get("test_accuracy"),
             "best_test_accuracy": max([a for a in r.history["test_accuracy"] if a is not None], default=None),
             "epochs": len(r.history), "train_wall_time_s": float(r.history["wall_time"][-1]) if len(r.history) else 0,
@@ -396,115 +398,3 @@ def onecycle_sgd(peak_lr: float, total_steps: int, *, momentum: float = 0.9, wei
     mask = lambda params: jax.tree_util.tree_map_with_path(lambda p, x: kernels_only(p, x), params)  # noqa: E731
     return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask),
                        optax.sgd(sched, momentum=momentum, nesterov=nesterov))
-
-
-# ---------------------------------------------------------------- a Python-loop trainer
-#
-# jigcnn.train.fit runs each epoch as one lax.scan. On XLA:CPU (jax 0.10) a convolution step with tens of
-# channels runs ~35x slower inside the scan than as a jitted step called from Python (measured: vgg_small,
-# batch 64, 0.79 s per step jitted vs ~28 s per step inside lax.scan). Until that is fixed in jigcnn.train,
-# the nets with wide convolutions (Keras net, thesis CNNs, VGG) train here with the library's jitted step
-# (jigcnn.train.make_train_step) called from a Python loop; the drawings nets (1-8 maps) keep using fit.
-
-
-class LoopHistory(dict):
-    """Columns like jigcnn.train.History: ``h["test_accuracy"]`` is the list over epochs."""
-
-    def __init__(self):
-        super().__init__()
-        self.records: list[dict] = []
-
-    def append(self, rec: dict):
-        self.records.append(rec)
-
-    def __getitem__(self, name):
-        return [r.get(name) for r in self.records]
-
-    def __len__(self):
-        return len(self.records)
-
-
-class LoopResult:
-    def __init__(self, params, state, history, metrics, stopped_reason):
-        self.params, self.state, self.history, self.metrics, self.stopped_reason = (params, state, history, metrics,
-                                                                                    stopped_reason)
-
-
-def loop_fit(model, params, state, optimizer, train, test=None, validation=None, *, key, loss, metrics=("accuracy",),
-             epochs: int = 10, batch_size: int = 32, augment=None, tolerance: int | None = None,
-             on_epoch_end=None, eval_batch_size: int = 1000) -> LoopResult:
-    """Mini-batch training with ``jigcnn.train.make_train_step`` in a Python loop, evaluation after each epoch.
-
-    Shuffles with numpy (seeded from ``key``), drops the last partial batch, applies ``augment(key, x)``
-    (jitted) per batch. ``tolerance``: the paper's rule -- stop when the first metric on the validation part
-    got worse ``tolerance`` epochs in a row (at most ``epochs`` passes).
-    """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jigcnn.grad import resolve_loss
-    from jigcnn.train import make_train_step
-    from jigcnn.train.step import resolve_metrics
-
-    step = make_train_step(model, loss, optimizer, metrics=metrics)
-    opt_state = optimizer.init(params)
-    _, loss_fn = resolve_loss(loss)
-    mfns = [("loss", loss_fn)] + list(resolve_metrics(metrics))
-    apply = jax.jit(lambda p, s, x: model.apply(p, s, x, train=False)[0])
-    aug = jax.jit(augment) if augment is not None else None
-    xtr, ytr = np.asarray(train[0]), np.asarray(train[1])
-    n = len(xtr)
-    bs = min(batch_size, n)
-    seed = int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
-    rng = np.random.default_rng(seed)
-
-    def evaluate(part):
-        x, y = np.asarray(part[0]), np.asarray(part[1])
-        outs = [np.asarray(apply(params, state, jnp.asarray(x[i:i + eval_batch_size])))
-                for i in range(0, len(x), eval_batch_size)]
-        out, yy = jnp.asarray(np.concatenate(outs)), jnp.asarray(y)
-        return {name: float(f(out, yy)) for name, f in mfns}
-
-    hist = LoopHistory()
-    t0 = time.perf_counter()
-    first = mfns[1][0] if len(mfns) > 1 else "loss"
-    higher = first == "accuracy"
-    worse, prev, stopped = 0, None, None
-    for epoch in range(1, epochs + 1):
-        te = time.perf_counter()
-        order = rng.permutation(n)
-        sums, count = {}, 0
-        for b in range(n // bs):
-            idx = order[b * bs:(b + 1) * bs]
-            xb, yb = jnp.asarray(xtr[idx]), jnp.asarray(ytr[idx])
-            k = jax.random.fold_in(jax.random.fold_in(key, epoch), b)
-            if aug is not None:
-                xb = aug(jax.random.fold_in(k, 1), xb)
-            params, state, opt_state, m = step(params, state, opt_state, xb, yb, k)
-            for name, _ in mfns:
-                sums[name] = sums.get(name, 0.0) + m[name]
-            count += 1
-        rec = {"epoch": epoch}
-        rec.update({f"train_{k2}": float(v) / max(count, 1) for k2, v in sums.items()})
-        for label, part in (("test", test), ("val", validation)):
-            if part is not None:
-                rec.update({f"{label}_{k2}": v for k2, v in evaluate(part).items()})
-        rec["time"] = time.perf_counter() - te
-        rec["wall_time"] = time.perf_counter() - t0
-        hist.append(rec)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, rec)
-        if tolerance is not None and validation is not None:
-            cur = rec[f"val_{first}"]
-            if prev is not None and ((cur < prev) if higher else (cur > prev)):
-                worse += 1
-            else:
-                worse = 0
-            prev = cur
-            if worse >= tolerance:
-                stopped = f"validation {first} worse {tolerance} times in a row at epoch {epoch}"
-                break
-    last = hist.records[-1] if hist.records else {}
-    final = {k2: v for k2, v in last.items() if k2.startswith(("test_", "val_"))}
-    return LoopResult(params, state, hist, final, stopped or f"completed {len(hist)} epochs")

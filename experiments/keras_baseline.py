@@ -12,9 +12,8 @@ net on the same data and protocol, with training times.
   MAE for regression (as in ``ignet_drawings``).
 * Data and protocol as ``ignet_drawings`` (x10 augmentation with the paper preset; ``paper`` and ``grouped``),
   but to keep the run short only the first ``--folds`` folds of 5 are trained (default 1), each up to
-  ``--epochs`` passes with the paper's stopping rule (tolerance 7). Both nets train through the same
-  Python loop over jigcnn's jitted train step (``common.loop_fit``; jigcnn.train.fit's scanned epoch is
-  ~35x slower for wide convolutions on XLA:CPU, see experiments/common.py).
+  ``--epochs`` passes with the paper's stopping rule (``PaperStopping``, tolerance 7 on the validation
+  metric). Both nets train through the same ``jigcnn.train.fit`` (a Python loop over one jitted step).
 * Times: wall time per net and target (compilation included) and the steady-state time per epoch
   (epochs after the first); the ratio Keras / IgNet is the paper's "10x faster on regression, 30x on
   classification" comparison (the paper compared its C++ system with Keras; here both nets run on the same
@@ -54,6 +53,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "group
 
     from jigcnn import zoo
     from jigcnn.data import encode
+    from jigcnn.train import PaperStopping, fit
 
     from experiments.ignet_drawings import stratify_labels
 
@@ -109,9 +109,9 @@ def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "group
                     c = common.Clock()
                     kf = jax.random.fold_in(key, fold)
                     p0, s0 = m.init(jax.random.fold_in(kf, 0))
-                    # both nets through the same Python-loop trainer (see common.loop_fit), so times compare
-                    r = common.loop_fit(m, p0, s0, tx, split[0], split[1], split[2], key=jax.random.fold_in(kf, 1),
-                                        loss=loss, metrics=(metric,), epochs=epochs, batch_size=batch, tolerance=7)
+                    r = fit(m, p0, s0, tx, split[0], split[1], split[2], key=jax.random.fold_in(kf, 1), loss=loss,
+                            metrics=(metric,), batch_size=batch, stopping=PaperStopping(passes=epochs, tolerance=7),
+                            progress=False, on_divergence="stop")
                     name = "mape" if reg else "accuracy"
                     ytr, yte = split[0][1], split[1][1]
                     if reg:
