@@ -17,6 +17,7 @@ from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
 from jigcnn.train.stopping import PaperStopping, Patience, resolve_epochs_and_monitor  # noqa: F401
+from jigcnn.xla_options import resolve_compiler_options
 
 
 class History:
@@ -135,7 +136,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
         on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None,
-        epoch_loop: str = "python") -> FitResult:
+        epoch_loop: str = "python", compiler_options="auto") -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
     * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
@@ -195,19 +196,24 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     if per_step and epoch_loop != "python":
         raise ValueError("fit: a per-step diagnostic needs epoch_loop='python'")
 
+    options = resolve_compiler_options(compiler_options, model, tuple(train[0].shape[1:]))
+    options_key = tuple(sorted(options.items())) if options else None
+
     def build_epoch():
         fn = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
                            dropconnect=dropconnect, metrics=metrics, augment=augment,
-                           batch_sharding=batch_sharding, loop=epoch_loop)
-        return jax.jit(fn, donate_argnums=(0, 2)) if epoch_loop == "scan" else fn  # "python": jitted inside
+                           batch_sharding=batch_sharding, loop=epoch_loop, compiler_options=options)
+        if epoch_loop == "scan":
+            return jax.jit(fn, donate_argnums=(0, 2), compiler_options=options)
+        return fn  # "python": jitted inside
 
     epoch_fn = cached_jit("epoch", build_epoch, model, loss, optimizer, batch_size, grad_method, dropconnect,
-                          metrics, augment, batch_sharding, epoch_loop)
+                          metrics, augment, batch_sharding, epoch_loop, options_key)
     eval_fn = cached_jit(
         "eval",
         lambda: jax.jit(make_eval_fn(model, loss, metrics=metrics, eval_batch_size=eval_batch_size,
-                                     batch_sharding=batch_sharding)),
-        model, loss, metrics, eval_batch_size, batch_sharding)
+                                     batch_sharding=batch_sharding), compiler_options=options),
+        model, loss, metrics, eval_batch_size, batch_sharding, options_key)
 
     def put(tree):
         return jax.device_put(tree, rep) if rep is not None else tree

@@ -32,6 +32,7 @@ import optax
 
 from jigcnn import metrics as _metrics
 from jigcnn.grad import resolve_loss, value_and_grad
+from jigcnn.xla_options import resolve_compiler_options
 
 MetricFn = Callable[[Any, Any], Any]
 
@@ -150,7 +151,8 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
 
 
 def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, grad_method: str = "autodiff",
-                    dropconnect: bool | None = None, metrics=(), donate: bool = True, jit: bool = True):
+                    dropconnect: bool | None = None, metrics=(), donate: bool = True, jit: bool = True,
+                    compiler_options="auto"):
     """A jitted step ``step(params, state, opt_state, x, y, key) -> (params, state, opt_state, metrics)``.
 
     ``metrics`` (a dict of device scalars, fetch them when you need them): ``loss``,
@@ -158,6 +160,8 @@ def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, gra
     applied), ``loss_finite`` and ``grad_finite`` ({top-level layer: bool}). A
     non-finite step returns the inputs unchanged. ``params`` and ``opt_state`` are
     donated (do not reuse the arrays you passed in) unless ``donate=False``.
+    ``compiler_options``: XLA options for this step (None, a dict, or "auto":
+    :func:`jigcnn.xla_options.resolve_compiler_options`).
     """
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
                          metrics=metrics)
@@ -167,7 +171,8 @@ def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, gra
 
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0, 2) if donate else ())
+    return jax.jit(step, donate_argnums=(0, 2) if donate else (),
+                   compiler_options=resolve_compiler_options(compiler_options, model))
 
 
 def epoch_order(key, n_valid, size: int):
@@ -188,7 +193,8 @@ EPOCH_LOOPS = ("scan", "python")
 
 def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch_size: int = 32,
                   grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
-                  augment: Callable | None = None, batch_sharding=None, loop: str = "scan"):
+                  augment: Callable | None = None, batch_sharding=None, loop: str = "scan",
+                  compiler_options=None):
     """One epoch as a pure function.
 
     ``epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active) ->
@@ -210,6 +216,9 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
     ``augment(key, images) -> images`` (traceable) is applied to each training
     batch with a per-step key; ``batch_sharding`` (a ``NamedSharding``) constrains
     each batch's layout for data parallelism.
+
+    ``compiler_options`` (``loop="python"`` only: the scan is jitted by the caller):
+    XLA options for the jitted step, see :func:`jigcnn.xla_options.resolve_compiler_options`.
 
     ``stats``: mean ``loss`` and metrics over the applied steps, ``steps``
     (applied), ``bad_step`` (first non-finite step of the epoch, -1 if none),
@@ -270,8 +279,9 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
     if loop == "scan":
         return epoch
 
+    options = resolve_compiler_options(compiler_options, model)
     start_jit = jax.jit(start, static_argnums=(3,))
-    body_jit = jax.jit(body, static_argnums=(9,), donate_argnums=(0,))
+    body_jit = jax.jit(body, static_argnums=(9,), donate_argnums=(0,), compiler_options=options)
     finish_jit = jax.jit(finish)
 
     def python_epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active=True, *, on_step=None):

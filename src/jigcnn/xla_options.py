@@ -1,0 +1,61 @@
+"""Per-computation XLA compiler options for a model's jitted steps, and the "auto" choice.
+
+XLA:CPU (jaxlib 0.10) hands convolutions and dots to its YNNPACK fusions by default.
+For convolutions with tens of channels that is the slow choice: compiled with
+``xla_cpu_experimental_ynn_fusion_type=""`` (no YNN fusions) the training step of
+``zoo.vgg_small`` / ``thesis_cifar_cnn`` / ``thesis_fashion_cnn`` at batch 128 ran
+1.24-1.32x faster (``experiments/bench.py --nets vgg_small``). The few-channel nets
+whose every convolution goes through :mod:`jigcnn.fast` lose by it instead (their
+dense weight gradient uses a YNN dot; the hand-written IgNet step was 3x slower), so
+"auto" turns the YNN fusions off only for models that run XLA's own convolution.
+
+The options are passed per computation (``jax.jit(..., compiler_options=...)``), not
+process-wide through ``XLA_FLAGS``, so they never change other code in the process.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+
+NO_YNN_FUSION = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def uses_xla_convolution(model, input_shape=None) -> bool:
+    """Whether some ``Conv2D`` of ``model`` runs XLA's convolution (it is outside jigcnn.fast's few-channel kernels)."""
+    from jigcnn.fast import conv as fast_conv
+    from jigcnn.layers.conv import Conv2D
+
+    shapes = model.shapes(input_shape)
+    for layer, in_shape in zip(model.layers, shapes[:-1]):
+        if isinstance(layer, Conv2D):
+            k, s, d, _, _ = layer.geometry(in_shape)
+            if not fast_conv.eligible((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
+                return True
+    return False
+
+
+def resolve_compiler_options(spec, model=None, input_shape=None) -> dict | None:
+    """The compiler options to jit ``model``'s computations with: ``spec`` None, a dict, or "auto".
+
+    "auto": :data:`NO_YNN_FUSION` on the CPU backend when :func:`uses_xla_convolution`, else
+    None (XLA's defaults); also None when the model's input shape is unknown.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    if spec != "auto":
+        raise ValueError(f"compiler_options must be None, a dict or 'auto', got {spec!r}")
+    if model is None or jax.default_backend() != "cpu":
+        return None
+    if input_shape is None and getattr(model, "input_shape", None) is None:
+        return None
+    try:
+        return dict(NO_YNN_FUSION) if uses_xla_convolution(model, input_shape) else None
+    except (AttributeError, TypeError):  # not a Sequential of jigcnn layers: keep XLA's defaults
+        return None
+
+
+__all__ = ["NO_YNN_FUSION", "resolve_compiler_options", "uses_xla_convolution"]
