@@ -2,11 +2,12 @@
 (the thesis: validation accuracy about 0.9).
 
     PYTHONPATH=src python -m experiments.fashion_mnist [--out results/fashion_mnist] [--data-dir ../shared/data]
-        [--seed 0] [--quick] [--epochs 6] [--batch-size 128] [--lr 0.003]
+        [--seed 0] [--quick] [--epochs 7] [--batch-size 64] [--lr 0.002] [--crop-pad 0]
 
 Net: ``jigcnn.zoo.thesis_fashion_cnn`` (thesis Sec. 5.2.2: 2x [conv-BN, conv-BN, maxpool, dropout 0.25],
-FC 64, dropout, FC 10; 267,178 parameters). Adam with a one-cycle cosine schedule, batch 128, inputs
-standardised, random left-right flips and 2-pixel padded crops; 60,000 training images, test accuracy on
+FC 64, dropout, FC 10; 267,178 parameters). Adam with a one-cycle cosine schedule, batch 64, inputs
+standardised, random left-right flips (and ``--crop-pad`` pixel padded random crops, off by default: in a
+7-epoch budget they cost more fitting than they give back); 60,000 training images, test accuracy on
 the 10,000 test images after every epoch; time-to-88/90/92% reported.
 """
 
@@ -23,7 +24,7 @@ NAME = "fashion_mnist"
 THRESHOLDS = (0.88, 0.90, 0.92)
 
 
-def run(out=None, data_dir=None, seed=0, quick=False, epochs=6, batch_size=128, lr=3e-3, argv=None,
+def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, lr=2e-3, crop_pad=0, argv=None,
         verbose=True) -> dict:
     import optax
 
@@ -43,7 +44,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=6, batch_size=128, 
     steps = epochs * (len(ytr) // batch_size)
     tx = optax.adam(optax.cosine_onecycle_schedule(steps, lr, pct_start=0.25))
     r, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs, batch_size=batch_size,
-                                   seed=seed, augment=common.flip_crop_augment(pad=2), thresholds=THRESHOLDS,
+                                   seed=seed, augment=common.flip_crop_augment(pad=crop_pad), thresholds=THRESHOLDS,
                                    verbose=verbose)
     plots = [_plot(out, info, "thesis CNN on Fashion-MNIST")]
     results = {
@@ -51,7 +52,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=6, batch_size=128, 
         "data": f"Fashion-MNIST {len(ytr)} train / {len(yte)} test ({ddir})", "real_data": True,
         "protocol": "official train/test split, test accuracy after every epoch",
         "config": {"net": "thesis_fashion_cnn", "optimizer": f"adam, one-cycle cosine, peak {lr}", "epochs": epochs,
-                   "batch_size": batch_size, "augmentation": "flip + 2-px padded crop", "seed": seed, "quick": quick},
+                   "batch_size": batch_size, "augmentation": "flip" + (f" + {crop_pad}-px padded crop" if crop_pad else ""), "seed": seed, "quick": quick},
         "published": {"thesis": "validation accuracy ~0.9", "goal": ">= 92% in < 15 min"},
         **info, "plots": plots,
         "metrics": {"test_accuracy": info["test_accuracy"], "train_wall_time_s": info["train_wall_time_s"]},
@@ -66,12 +67,13 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=6, batch_size=128, 
 
 def main(argv=None) -> int:
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--epochs", type=int, default=7)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--crop-pad", type=int, default=0, help="pixels of zero padding for random crops (0: no crops)")
     a = p.parse_args(argv)
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, argv=argv)
+        lr=a.lr, crop_pad=a.crop_pad, argv=argv)
     return 0
 
 
