@@ -102,6 +102,42 @@ def test_init_is_deterministic_per_key():
     assert not np.array_equal(np.asarray(p["a"]["kernel"]), np.asarray(p["b"]["kernel"]))
 
 
+def test_jitted_init_draws_what_eager_layer_by_layer_drawing_does():
+    from jigcnn import zoo
+    from jigcnn.model import _draw
+
+    for net in (small_net(), zoo.lenet5(), zoo.annt_lenet()):
+        shape = net.shapes()[0]
+        key = jax.random.key(3)
+        with jax.disable_jit():
+            eager = _draw(net.layers, shape, "float32", key)
+        jitted = net.init(key)
+        assert jax.tree.structure(eager) == jax.tree.structure(jitted)
+        for u, v in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+            # the same random bits; XLA fuses the scaling of the uniforms (lo + u * (hi - lo)), so a value
+            # may differ by a rounding step of the range's size, not of its own
+            assert u.dtype == v.dtype
+            scale = float(np.max(np.abs(np.asarray(u)))) or 1.0
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0, atol=4 * np.finfo(np.float32).eps * scale)
+
+
+def test_init_with_an_unhashable_layer_field_still_works():
+    from jigcnn.initializers import Initializer
+
+    class Unhashable(Initializer):
+        __hash__ = None
+
+        def kernel(self, key, shape, extent, dtype):
+            return jnp.full(shape, 0.25, dtype)
+
+        def bias(self, key, shape, dtype):
+            return jnp.zeros(shape, dtype)
+
+    net = Sequential([Dense(2, initializer=Unhashable())], input_shape=(3,))
+    params, _ = net.init(jax.random.key(0))
+    assert np.allclose(params["dense1"]["kernel"], 0.25)
+
+
 def test_input_shape_given_late_and_missing():
     net = Sequential([Flatten(), Dense(2)])
     with pytest.raises(ValueError, match="input shape"):

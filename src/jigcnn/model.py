@@ -90,8 +90,9 @@ class Sequential:
         """Draw (params, state): dicts keyed by layer name (layers without any are left out).
 
         Runs as one jitted program (cached per layer spec, input shape and dtype, and in the
-        persistent compilation cache when that is on): the same numbers as drawing layer by
-        layer eagerly, without compiling each eager random op at start-up.
+        persistent compilation cache when that is on), so start-up does not compile each eager
+        random op. Deterministic per key; against drawing layer by layer eagerly the values
+        can differ in the last bit (XLA fuses the scaling of the uniforms).
         """
         spec = (self.layers, self.shapes(input_shape)[0], np.dtype(dtype).name)
         try:
