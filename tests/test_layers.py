@@ -276,9 +276,10 @@ def test_avgpool_gradient_shares_equally():
 
 # ----------------------------------------------------------------------------- batch norm, dropout, PReLU
 
+@pytest.mark.parametrize("fast_variance", [False, True])
 @pytest.mark.parametrize("in_shape", [(4, 5, 3), (6,)])
-def test_batchnorm_train_eval_and_running_stats(in_shape):
-    layer = BatchNorm(momentum=0.9, epsilon=1e-3)
+def test_batchnorm_train_eval_and_running_stats(in_shape, fast_variance):
+    layer = BatchNorm(momentum=0.9, epsilon=1e-3, fast_variance=fast_variance)
     _, params, state = layer.init(KEY, in_shape)
     c = in_shape[-1]
     assert set(params) == {"scale", "offset"} and set(state) == {"mean", "var"}

@@ -297,16 +297,18 @@ def keras_drawings_net(outputs: int = 10, task: str = "classification", *, input
 
 
 def vgg_small(classes: int = 10, *, input_shape=(32, 32, 3), widths=(32, 64, 128),
-              head_activation: str | None = "softmax") -> Sequential:
+              head_activation: str | None = "softmax", fast_variance: bool = False) -> Sequential:
     """A small VGG-style net (our baseline, not from the seeds): 288,746 trainable + 896 non-trainable on 32x32x3.
 
     Three blocks of 2x [conv 3x3 same (no bias) - batch norm - ReLU], max-pool 2x2 after each,
     widths 32-64-128; then a global average pool (AvgPool over the whole 4x4 map), FC 10.
+    `fast_variance` is passed to every BatchNorm.
     """
     layers = []
     for width in widths:
         for _ in range(2):
-            layers += [Conv2D(width, 3, padding="same", bias="none"), BatchNorm(), Activation("relu")]
+            layers += [Conv2D(width, 3, padding="same", bias="none"), BatchNorm(fast_variance=fast_variance),
+                       Activation("relu")]
         layers.append(MaxPool(2))
     h, w = input_shape[0], input_shape[1]
     for _ in widths:

@@ -71,10 +71,11 @@ def test_max_pool_ties_route_to_one_element(x64):
     assert max(jax.tree_util.tree_leaves(errors)) == 0.0
 
 
+@pytest.mark.parametrize("fast_variance", [False, True])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("shape", [(4, 3, 5), (6,)])
-def test_batch_norm(train, shape, x64):
-    check_backward(BatchNorm(name="bn"), shape, batch=4, train=train)
+def test_batch_norm(train, shape, fast_variance, x64):
+    check_backward(BatchNorm(name="bn", fast_variance=fast_variance), shape, batch=4, train=train)
 
 
 def test_dropout_flatten_prelu(x64):

@@ -51,9 +51,7 @@ def avg_pool_backward(layer, params, state, cache, dy, *, delta=None):
 def batch_norm_forward(layer, params, state, x, *, train, key):
     """Forward pass keeping the normalised input and the inverse standard deviation."""
     y, new_state = layer.apply(params, state, x, train=train)
-    axes = layer.reduce_axes(x)
-    mean = jnp.mean(x, axis=axes) if train else state["mean"]
-    var = jnp.mean(jnp.square(x - mean), axis=axes) if train else state["var"]
+    mean, var = layer.batch_statistics(x) if train else (state["mean"], state["var"])
     inv_std = 1.0 / jnp.sqrt(var + layer.epsilon)
     return y, new_state, ((x - mean) * inv_std, inv_std, train)
 
