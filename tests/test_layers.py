@@ -276,6 +276,11 @@ def test_avgpool_gradient_shares_equally():
 
 # ----------------------------------------------------------------------------- batch norm, dropout, PReLU
 
+def test_batchnorm_fast_variance_must_be_a_bool():
+    with pytest.raises(ValueError, match="fast_variance must be a bool"):
+        BatchNorm(fast_variance="yes")
+
+
 @pytest.mark.parametrize("fast_variance", [False, True])
 @pytest.mark.parametrize("in_shape", [(4, 5, 3), (6,)])
 def test_batchnorm_train_eval_and_running_stats(in_shape, fast_variance):
