@@ -21,16 +21,6 @@ EXPERIMENTS = ("ignet_drawings", "keras_baseline", "depth_freezeconnect", "activ
                "lenet_mnist", "fashion_mnist", "cifar10")
 
 
-# Why an experiment has no full run yet (shown in the table when its results.json is absent).
-NOT_RUN = {
-    "fashion_mnist": "code and --quick tested; the thesis CNN takes several minutes per epoch "
-                     "on the shared 2-core CPU",
-    "cifar10": "code and --quick tested; vgg_small measured ~0.8 s per batch of 64 on the shared "
-               "2-core CPU (~10 min per epoch), so the 30-minute goal is out of reach on this machine",
-    "keras_baseline": "code and --quick tested",
-}
-
-
 def _load(results_dir: pathlib.Path) -> dict[str, dict]:
     found = {}
     for p in sorted(results_dir.glob("*/results.json")):
@@ -69,7 +59,7 @@ def render(results: dict[str, dict]) -> str:
     for name in EXPERIMENTS + tuple(n for n in results if n not in EXPERIMENTS):
         r = results.get(name)
         if r is None:
-            lines.append(f"| {name} | | **not run**: {NOT_RUN.get(name, '')} | | | | |")
+            lines.append(f"| {name} | | **not run** | | | | |")
             continue
         h = r.get("headline", {})
         quick = " (**--quick**)" if r.get("config", {}).get("quick") else ""

@@ -194,7 +194,7 @@ EPOCH_LOOPS = ("scan", "python")
 def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch_size: int = 32,
                   grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
                   augment: Callable | None = None, batch_sharding=None, loop: str = "scan",
-                  compiler_options=None):
+                  compiler_options="auto"):
     """One epoch as a pure function.
 
     ``epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active) ->
@@ -291,10 +291,11 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
         order, extra = start_jit(params, key, n_valid, size)
         carry = (params, state, opt_state) + extra
         n_steps = jnp.asarray(n_valid, jnp.int32) // bs
+        live_steps = int(n_valid) // bs if on_step is not None else 0  # one host read per epoch, not per step
         active = jnp.asarray(active)
         for s in range(size // bs):
             carry = body_jit(carry, jnp.int32(s), order, rows, x_all, y_all, key, n_steps, active, bs)
-            if on_step is not None and s < int(n_valid) // bs:
+            if s < live_steps:
                 on_step(s + 1, carry[0], carry[1])
         return finish_jit(carry)
 
