@@ -358,7 +358,7 @@ def time_to(history, thresholds, metric: str = "test_accuracy") -> dict:
 
 
 def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int, seed: int = 0, augment=None,
-                  thresholds=(), verbose: bool = True):
+                  thresholds=(), verbose: bool = True, loss="softmax_cross_entropy"):
     """Train on the full training set with ``jigcnn.train.fit``, test accuracy after every epoch; (FitResult, info)."""
     import jax
 
@@ -372,7 +372,7 @@ def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int
                   f" test acc {rec.get('test_accuracy', 0):.4f} ({rec.get('wall_time', 0):.0f} s)", flush=True)
 
     r = fit(model, params, state, optimizer, train, test, key=jax.random.key(seed + 1),
-            loss="softmax_cross_entropy", metrics=("accuracy",), epochs=epochs, batch_size=batch_size,
+            loss=loss, metrics=("accuracy",), epochs=epochs, batch_size=batch_size,
             augment=augment, on_epoch_end=report, progress=False)
     info = {"test_accuracy": r.metrics.get("test_accuracy"),
             "best_test_accuracy": max([a for a in r.history["test_accuracy"] if a is not None], default=None),

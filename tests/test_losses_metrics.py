@@ -107,3 +107,22 @@ def test_confusion_matrix():
     np.testing.assert_array_equal(np.asarray(metrics.confusion_matrix(outputs, jnp.eye(3)[labels], 3)), expected)
     assert int(metrics.confusion_matrix(predicted, labels, 4).sum()) == 6
     assert metrics.confusion_matrix(predicted, labels, 4).shape == (4, 4)
+
+
+def test_smoothed_softmax_cross_entropy_against_numpy():
+    z = RNG.normal(size=(5, 4)).astype(np.float32)
+    y = np.array([0, 3, 1, 1, 2])
+    for s in (0.0, 0.1, 0.5):
+        t = np.full((5, 4), s / 4)
+        t[np.arange(5), y] += 1 - s
+        want = -(t * np_log_softmax(z.astype(np.float64))).sum(-1).mean()
+        loss = losses.SmoothedSoftmaxCrossEntropy(s)
+        np.testing.assert_allclose(float(loss(jnp.asarray(z), jnp.asarray(y))), want, rtol=1e-5)
+        np.testing.assert_allclose(float(loss(jnp.asarray(z), jnp.asarray(np.eye(4)[y]))), want, rtol=1e-5)
+    assert float(losses.SmoothedSoftmaxCrossEntropy(0.0)(jnp.asarray(z), jnp.asarray(y))) == pytest.approx(
+        float(losses.softmax_cross_entropy(jnp.asarray(z), jnp.asarray(y))), rel=1e-6)
+    assert losses.SmoothedSoftmaxCrossEntropy(0.1) == losses.SmoothedSoftmaxCrossEntropy(0.1)
+    with pytest.raises(ValueError, match="label smoothing"):
+        losses.SmoothedSoftmaxCrossEntropy(1.0)
+    with pytest.raises(ValueError, match="labels"):
+        losses.SmoothedSoftmaxCrossEntropy(0.1)(jnp.asarray(z), jnp.asarray(y[:3]))

@@ -7,7 +7,8 @@ import pytest
 
 from jigcnn import Conv2D, Dense, Flatten, MaxPool, Sequential, zoo
 from jigcnn.train import fit, make_train_step
-from jigcnn.xla_options import NO_YNN_FUSION, resolve_compiler_options, uses_xla_convolution
+from jigcnn import xla_options
+from jigcnn.xla_options import NO_YNN_FUSION, YNN_REDUCE_ONLY, resolve_compiler_options, uses_xla_convolution
 
 
 def wide_model():
@@ -17,24 +18,33 @@ def wide_model():
                        Dense(features=3)], input_shape=(8, 8, 1))
 
 
-def test_auto_turns_ynn_off_only_for_xla_convolutions():
+def test_auto_turns_ynn_convolutions_off_only_for_xla_convolutions():
     assert jax.default_backend() == "cpu"
     assert uses_xla_convolution(zoo.vgg_small()) and not uses_xla_convolution(zoo.ignet_fig5(10))
-    assert resolve_compiler_options("auto", zoo.vgg_small()) == NO_YNN_FUSION
+    assert resolve_compiler_options("auto", zoo.vgg_small()) == YNN_REDUCE_ONLY
     assert resolve_compiler_options("auto", zoo.ignet_fig5(10)) is None
     assert resolve_compiler_options("auto", zoo.lenet5()) is None
     assert resolve_compiler_options("auto", zoo.thesis_mlp()) is None  # no conv at all
-    assert resolve_compiler_options("auto", wide_model()) == NO_YNN_FUSION
+    assert resolve_compiler_options("auto", wide_model()) == YNN_REDUCE_ONLY
 
 
 def test_auto_without_input_shape_keeps_defaults_and_explicit_values_pass_through():
     m = Sequential([Conv2D(features=24, kernel_size=3), Flatten(), Dense(features=2)])
     assert resolve_compiler_options("auto", m) is None
-    assert resolve_compiler_options("auto", m, (8, 8, 24)) == NO_YNN_FUSION
+    assert resolve_compiler_options("auto", m, (8, 8, 24)) == YNN_REDUCE_ONLY
     assert resolve_compiler_options(None, zoo.vgg_small()) is None
     assert resolve_compiler_options({"a": "b"}, zoo.ignet_fig5(10)) == {"a": "b"}
     with pytest.raises(ValueError, match="compiler_options"):
         resolve_compiler_options("fast", zoo.vgg_small())
+
+
+def test_a_jaxlib_without_the_reduction_fusion_type_gets_no_ynn_fusions(monkeypatch):
+    monkeypatch.setattr(xla_options, "YNN_REDUCE_ONLY", {"xla_cpu_experimental_ynn_fusion_type": "NOT_A_TYPE"})
+    xla_options.wide_conv_options.cache_clear()
+    try:
+        assert resolve_compiler_options("auto", zoo.vgg_small()) == NO_YNN_FUSION
+    finally:
+        xla_options.wide_conv_options.cache_clear()
 
 
 def test_fit_gives_the_same_numbers_with_and_without_the_options():
@@ -62,7 +72,7 @@ def test_train_step_accepts_options():
     x = np.ones((4, 8, 8, 1), np.float32)
     y = np.zeros(4, np.int32)
     outs = []
-    for opts in ("auto", None, NO_YNN_FUSION):
+    for opts in ("auto", None, NO_YNN_FUSION, YNN_REDUCE_ONLY):
         step = make_train_step(m, "softmax_cross_entropy", tx, donate=False, compiler_options=opts)
         outs.append(step(params, state, tx.init(params), x, y, jax.random.key(0))[3]["loss"])
     np.testing.assert_allclose(outs, outs[0], rtol=1e-5)

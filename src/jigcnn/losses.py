@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import optax
-
 
 
 def _check_same_shape(name, pred, target):
@@ -55,6 +56,26 @@ def softmax_cross_entropy(logits, labels):
     return jnp.mean(optax.softmax_cross_entropy(logits, labels))
 
 
+@dataclasses.dataclass(frozen=True)
+class SmoothedSoftmaxCrossEntropy:
+    """Softmax cross-entropy against labels smoothed toward uniform: (1 - smoothing) one-hot + smoothing / K.
+
+    A value (hashable, compared by ``smoothing``), so jitted steps built with equal losses are shared.
+    """
+
+    smoothing: float
+
+    def __post_init__(self):
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"label smoothing must be in [0, 1), got {self.smoothing!r}")
+
+    def __call__(self, logits, labels):
+        """Mean over the batch of -sum_k t_k log softmax(logits)_k with the smoothed targets t."""
+        check_labels("smoothed_softmax_cross_entropy", logits, labels)
+        t = one_hot_targets(labels, logits.shape[-1], logits.dtype, "smoothed_softmax_cross_entropy")
+        return jnp.mean(optax.softmax_cross_entropy(logits, optax.smooth_labels(t, self.smoothing)))
+
+
 def cross_entropy(probs, labels):
     """Cross-entropy -mean(sum t log p) of probabilities (a net ending in softmax, as IgNet's)."""
     check_labels("cross_entropy", probs, labels)
@@ -93,4 +114,4 @@ def get_loss(name: str):
     return LOSSES[name]
 
 
-__all__ = ["mae", "mse", "softmax_cross_entropy", "cross_entropy", "nll", "binary_cross_entropy", "get_loss", "LOSSES"]
+__all__ = ["mae", "mse", "softmax_cross_entropy", "SmoothedSoftmaxCrossEntropy", "cross_entropy", "nll", "binary_cross_entropy", "get_loss", "LOSSES"]

@@ -1,13 +1,16 @@
 """Per-computation XLA compiler options for a model's jitted steps, and the "auto" choice.
 
-XLA:CPU (jaxlib 0.10) hands convolutions and dots to its YNNPACK fusions by default.
-For convolutions with tens of channels that is the slow choice: compiled with
-``xla_cpu_experimental_ynn_fusion_type=""`` (no YNN fusions) the training step of
-``zoo.vgg_small`` / ``thesis_cifar_cnn`` / ``thesis_fashion_cnn`` at batch 128 ran
-1.24-1.32x faster (``experiments/bench.py --nets vgg_small``). The few-channel nets
-whose every convolution goes through :mod:`jigcnn.fast` lose by it instead (their
-dense weight gradient uses a YNN dot; the hand-written IgNet step was 3x slower), so
-"auto" turns the YNN fusions off only for models that run XLA's own convolution.
+XLA:CPU (jaxlib 0.10) hands convolutions, dots and reductions to its YNNPACK fusions by
+default. For convolutions with tens of channels that is the slow choice, but YNN's
+reductions are ~10x faster than XLA's own (batch norm's statistics over N, H, W). So
+for models that run XLA's own convolution "auto" keeps only the reduction fusions
+(:data:`YNN_REDUCE_ONLY`): the training step of ``zoo.vgg_small`` /
+``thesis_cifar_cnn`` / ``thesis_fashion_cnn`` at batch 128 ran 1.24-1.32x faster with
+no YNN fusions at all (:data:`NO_YNN_FUSION`) and another 1.12-1.14x with the
+reductions kept (docs/performance.md). The few-channel nets whose every convolution
+goes through :mod:`jigcnn.fast` keep XLA's defaults (their dense weight gradient uses a
+YNN dot; the hand-written IgNet step was 3x slower without it). A jaxlib that does not
+know the reduction fusion type gets :data:`NO_YNN_FUSION` instead.
 
 The options are passed per computation (``jax.jit(..., compiler_options=...)``), not
 process-wide through ``XLA_FLAGS``, so they never change other code in the process.
@@ -15,11 +18,24 @@ process-wide through ``XLA_FLAGS``, so they never change other code in the proce
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import jax
+import numpy as np
 
 NO_YNN_FUSION = {"xla_cpu_experimental_ynn_fusion_type": ""}
+YNN_REDUCE_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.lru_cache(maxsize=None)
+def wide_conv_options() -> tuple:
+    """The options "auto" gives nets with XLA convolutions: YNN_REDUCE_ONLY if this jaxlib takes it, else NO_YNN_FUSION."""
+    try:
+        jax.jit(lambda x: x.sum(), compiler_options=YNN_REDUCE_ONLY).lower(np.zeros(2, np.float32)).compile()
+    except Exception:  # noqa: BLE001 -- any rejection of the option means: fall back
+        return tuple(NO_YNN_FUSION.items())
+    return tuple(YNN_REDUCE_ONLY.items())
 
 
 def uses_xla_convolution(model, input_shape=None) -> bool:
@@ -39,7 +55,7 @@ def uses_xla_convolution(model, input_shape=None) -> bool:
 def resolve_compiler_options(spec, model=None, input_shape=None) -> dict | None:
     """The compiler options to jit ``model``'s computations with: ``spec`` None, a dict, or "auto".
 
-    "auto": :data:`NO_YNN_FUSION` on the CPU backend when :func:`uses_xla_convolution`, else
+    "auto": :func:`wide_conv_options` on the CPU backend when :func:`uses_xla_convolution`, else
     None (XLA's defaults); also None when the model's input shape is unknown.
     """
     if spec is None:
@@ -53,9 +69,10 @@ def resolve_compiler_options(spec, model=None, input_shape=None) -> dict | None:
     if input_shape is None and getattr(model, "input_shape", None) is None:
         return None
     try:
-        return dict(NO_YNN_FUSION) if uses_xla_convolution(model, input_shape) else None
+        return dict(wide_conv_options()) if uses_xla_convolution(model, input_shape) else None
     except (AttributeError, TypeError):  # not a Sequential of jigcnn layers: keep XLA's defaults
         return None
 
 
-__all__ = ["NO_YNN_FUSION", "resolve_compiler_options", "uses_xla_convolution"]
+__all__ = ["NO_YNN_FUSION", "YNN_REDUCE_ONLY", "resolve_compiler_options", "uses_xla_convolution",
+           "wide_conv_options"]
