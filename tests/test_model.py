@@ -106,12 +106,12 @@ def test_jitted_init_draws_what_eager_layer_by_layer_drawing_does():
     from jigcnn import zoo
     from jigcnn.model import _draw
 
-    # small nets: drawing eagerly with jit disabled is slow; the Fig. 5 net has Eq. 3 ranges, frozen biases
+    # eager = op by op from Python, as Sequential.init drew before it was jitted (jax.disable_jit would
+    # run even jax.random's own jitted kernels op by op: 20 s); the Fig. 5 net has Eq. 3 ranges, frozen biases
     for net in (small_net(), zoo.ignet_fig5(3, filters=2)):
         shape = net.shapes()[0]
         key = jax.random.key(3)
-        with jax.disable_jit():
-            eager = _draw(net.layers, shape, "float32", key)
+        eager = _draw(net.layers, shape, "float32", key)
         jitted = net.init(key)
         assert jax.tree.structure(eager) == jax.tree.structure(jitted)
         for u, v in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):

@@ -6,7 +6,7 @@ reductions are ~10x faster than XLA's own (batch norm's statistics over N, H, W)
 for models that run XLA's own convolution "auto" keeps only the reduction fusions
 (:data:`YNN_REDUCE_ONLY`): the training step of ``zoo.vgg_small`` /
 ``thesis_cifar_cnn`` / ``thesis_fashion_cnn`` at batch 128 ran 1.24-1.32x faster with
-no YNN fusions at all (:data:`NO_YNN_FUSION`) and another 1.12-1.14x with the
+no YNN fusions at all (:data:`NO_YNN_FUSION`) and another 1.07-1.18x with the
 reductions kept (docs/performance.md). The few-channel nets whose every convolution
 goes through :mod:`jigcnn.fast` keep XLA's defaults (their dense weight gradient uses a
 YNN dot; the hand-written IgNet step was 3x slower without it). A jaxlib that does not
