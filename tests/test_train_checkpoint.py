@@ -86,8 +86,7 @@ def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["JIGCNN_TEST_JAX_CACHE"] = str(HERE.parent / ".jax_cache")
-    env.pop("XLA_FLAGS", None)
-    return env
+    return env  # XLA_FLAGS included: the child must compile like this process for bit-equal results
 
 
 def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):

@@ -47,7 +47,7 @@ def test_vmapped_folds_match_sequential_folds(fold_batch):
 
 def test_two_simulated_devices_match_one(tmp_path):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["JIGCNN_TEST_JAX_CACHE"] = str(HERE.parent / ".jax_cache")
     out = tmp_path / "dp.json"
