@@ -384,6 +384,26 @@ def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int
     return r, info
 
 
+def flip_tta_accuracy(model, params, state, x, y, *, batch: int = 1000) -> float:
+    """Accuracy of the mean softmax over each image and its left-right mirror (2-view test-time augmentation)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jigcnn.xla_options import resolve_compiler_options
+
+    def correct(params, state, xb, yb):
+        probs = sum(jax.nn.softmax(model.apply(params, state, v, train=False)[0], axis=-1)
+                    for v in (xb, xb[:, :, ::-1]))
+        return jnp.sum(jnp.argmax(probs, axis=-1) == yb)
+
+    count = jax.jit(correct, compiler_options=resolve_compiler_options("auto", model, tuple(x.shape[1:])))
+    n = int(len(y))
+    if n == 0:
+        raise ValueError("flip_tta_accuracy: empty test set")
+    hits = sum(int(count(params, state, x[i:i + batch], y[i:i + batch])) for i in range(0, n, batch))
+    return hits / n
+
+
 def onecycle_sgd(peak_lr: float, total_steps: int, *, momentum: float = 0.9, weight_decay: float = 5e-4,
                  nesterov: bool = True):
     """SGD (Nesterov) with a one-cycle learning-rate schedule and decoupled-from-loss weight decay on kernels."""

@@ -87,3 +87,26 @@ def test_benchmark_experiment_quick(name, tmp_path, shared_data_dir):
     data = _check(tmp_path, name, res)
     assert data["real_data"] is True
     assert isinstance(mod.summary(data), str)
+
+
+def test_flip_tta_accuracy_averages_each_image_with_its_mirror():
+    import jax
+    import numpy as np
+
+    from experiments.common import flip_tta_accuracy
+    from jigcnn import Dense, Flatten, Sequential
+
+    model = Sequential([Flatten(), Dense(3)], input_shape=(2, 3, 1))
+    params, state = model.init(jax.random.key(0))
+    x = np.random.default_rng(0).normal(size=(7, 2, 3, 1)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0])
+
+    def probs(v):
+        z = np.asarray(model.apply(params, state, v)[0], np.float64)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    want = np.mean(np.argmax(probs(x) + probs(x[:, :, ::-1]), -1) == y)
+    assert flip_tta_accuracy(model, params, state, x, y, batch=3) == pytest.approx(want)
+    sym = (x + x[:, :, ::-1]) / 2  # mirror-symmetric images: the same as the single-view accuracy
+    assert flip_tta_accuracy(model, params, state, sym, y) == pytest.approx(np.mean(np.argmax(probs(sym), -1) == y))
