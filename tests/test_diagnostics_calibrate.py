@@ -27,7 +27,8 @@ def _fig4_factor(x, t):
     pb, sb = big.init(jax.random.key(0))
     # Eq. 3 draws lo + u (hi - lo): 10x the range gives 10x the values up to a rounding step of the range
     scale = float(np.max(np.abs(pb["fc"]["kernel"])))
-    np.testing.assert_allclose(pb["fc"]["kernel"], 10 * ps["fc"]["kernel"], rtol=0, atol=4 * np.finfo(np.float32).eps * scale)
+    np.testing.assert_allclose(pb["fc"]["kernel"], 10 * ps["fc"]["kernel"], rtol=0,
+                               atol=4 * np.finfo(np.float32).eps * scale)
     ds, db = diagnose(small, ps, ss, x, t, "mae"), diagnose(big, pb, sb, x, t, "mae")
     return db["conv1"].weight_grad_mav / ds["conv1"].weight_grad_mav, ds, db
 

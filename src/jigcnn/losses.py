@@ -114,4 +114,5 @@ def get_loss(name: str):
     return LOSSES[name]
 
 
-__all__ = ["mae", "mse", "softmax_cross_entropy", "SmoothedSoftmaxCrossEntropy", "cross_entropy", "nll", "binary_cross_entropy", "get_loss", "LOSSES"]
+__all__ = ["mae", "mse", "softmax_cross_entropy", "SmoothedSoftmaxCrossEntropy", "cross_entropy", "nll",
+           "binary_cross_entropy", "get_loss", "LOSSES"]

@@ -30,7 +30,7 @@ YNN_REDUCE_ONLY = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_
 
 @functools.lru_cache(maxsize=None)
 def wide_conv_options() -> tuple:
-    """The options "auto" gives nets with XLA convolutions: YNN_REDUCE_ONLY if this jaxlib takes it, else NO_YNN_FUSION."""
+    """What "auto" gives nets with XLA convolutions: YNN_REDUCE_ONLY if this jaxlib takes it, else NO_YNN_FUSION."""
     try:
         jax.jit(lambda x: x.sum(), compiler_options=YNN_REDUCE_ONLY).lower(np.zeros(2, np.float32)).compile()
     except Exception:  # noqa: BLE001 -- any rejection of the option means: fall back
