@@ -1,5 +1,5 @@
-"""Fast kernels for few-channel convolutions (see `jigcnn.fast.conv`); each is tested against the plain formulation."""
+"""Fast kernels: few-channel convolutions (`jigcnn.fast.conv`), wide ones on CPU (`jigcnn.fast.wide_conv`); each tested against the plain formulation."""
 
-from jigcnn.fast import conv, dense, pool
+from jigcnn.fast import conv, dense, pool, wide_conv
 
-__all__ = ["conv", "dense", "pool"]
+__all__ = ["conv", "dense", "pool", "wide_conv"]

@@ -10,6 +10,7 @@ import numpy as np
 from jax import lax
 
 from jigcnn.fast import conv as fast_conv
+from jigcnn.fast import wide_conv
 from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, pair
 
 PAD_MODES = ("zeros", "edge")
@@ -164,8 +165,12 @@ class Conv2D(Neurons):
             if any(p for pp in conv_pads for p in pp):
                 xp = jnp.pad(xp, ((0, 0), conv_pads[0], conv_pads[1], (0, 0)))
             return fast_conv.conv_valid(xp, kernel, bias)
-        z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
-                                     rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
+        if wide_conv.eligible(xp.shape):
+            # tens of channels on CPU: XLA's convolution with a cheaper weight gradient (jigcnn.fast.wide_conv)
+            z = wide_conv.conv(xp, kernel, tuple(s), tuple(tuple(p) for p in conv_pads), tuple(d))
+        else:
+            z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
+                                         rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
         return z if bias is None else z + bias
 
     def apply(self, params, state, x, *, train=False, key=None):

@@ -1,0 +1,81 @@
+"""Convolutions with tens of channels on XLA:CPU, with a cheaper weight gradient.
+
+XLA:CPU computes a convolution's weight gradient as another convolution in which the
+input's channels are the batch and its samples are the features, so it first transposes
+the layer input (N, H, W, C) to put N innermost. When that input comes out of an
+elementwise chain (batch norm, then ReLU: the usual case), XLA fuses the chain into the
+transposing copy, and the fused, strided loop is slow: 45-50 ms per training step for
+``zoo.vgg_small``'s 32x32x32 layer at batch 128, more than the gradient convolution itself.
+
+:func:`conv` is ``lax.conv_general_dilated`` (NHWC / HWIO) with a custom JVP whose
+kernel-tangent term reads the input already transposed to (H, W, C, N) -- a plain 2-D
+transpose of (N, H*W*C) -- made inside a ``lax.cond`` with two identical branches. XLA
+fuses nothing across a conditional, so the chain is computed once and the copy is a plain
+transpose. Reverse mode transposes that term, so the weight gradient reads the saved
+(H, W, C, N) array; the forward pass and the input gradient are XLA's own. Values are
+those of the plain convolution (tests/test_fast_wide_conv.py); forward mode works too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+# on unless JIGCNN_WIDE_CONV=0 (read at import; set `ENABLED` to switch in a running process,
+# before the functions are traced)
+ENABLED = os.environ.get("JIGCNN_WIDE_CONV", "1") not in ("0", "false", "no", "off")
+
+
+def eligible(x_shape) -> bool:
+    """Whether :func:`conv` serves a convolution of an input of this shape (enabled, CPU, non-empty)."""
+    return ENABLED and jax.default_backend() == "cpu" and all(int(d) > 0 for d in x_shape)
+
+
+def transposed_input(x: jax.Array) -> jax.Array:
+    """``x`` (N, H, W, C) as (H, W, C, N), materialised apart from whatever computed ``x``."""
+    n, h, w, c = x.shape
+
+    def flip(v):
+        return jnp.transpose(v.reshape(n, h * w * c)).reshape(h, w, c, n)
+
+    # identical branches: the value is always the transpose; the conditional only stops XLA
+    # from fusing x's producer into the strided copy
+    return lax.cond(x[0, 0, 0, 0] > 0, flip, flip, x)
+
+
+def _plain(x, w, strides, padding, dilation):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def conv(x: jax.Array, w: jax.Array, strides, padding, dilation) -> jax.Array:
+    """``lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation)``, NHWC / HWIO.
+
+    ``strides`` and ``dilation`` are pairs, ``padding`` a pair of (low, high) pairs (static).
+    """
+    return _plain(x, w, strides, padding, dilation)
+
+
+@functools.partial(conv.defjvp, symbolic_zeros=True)
+def _conv_jvp(strides, padding, dilation, primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = _plain(x, w, strides, padding, dilation)
+    dy = None
+    if not isinstance(dx, SymbolicZero):
+        dy = _plain(dx, w, strides, padding, dilation)
+    if not isinstance(dw, SymbolicZero):
+        # the same convolution, reading the input as (H, W, C, N): "HWCN" names where batch and features are
+        term = lax.conv_general_dilated(transposed_input(x), dw, strides, padding, rhs_dilation=dilation,
+                                        dimension_numbers=("HWCN", "HWIO", "NHWC"))
+        dy = term if dy is None else dy + term
+    if dy is None:
+        dy = jnp.zeros_like(y)
+    return y, dy

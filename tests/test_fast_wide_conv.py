@@ -1,0 +1,123 @@
+"""jigcnn.fast.wide_conv against lax.conv_general_dilated: values, reverse and forward mode, jit, vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jigcnn.fast import wide_conv as wc
+from jigcnn.layers import Conv2D
+
+# (N, H, W, Cin, Cout, kh, kw, strides, padding, dilation)
+CASES = [
+    (3, 8, 8, 5, 6, 3, 3, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    (2, 9, 7, 4, 5, 3, 2, (2, 1), ((0, 2), (1, 0)), (1, 2)),
+    (2, 6, 6, 3, 4, 5, 5, (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    (1, 5, 11, 2, 3, 1, 3, (1, 2), ((2, 2), (0, 0)), (1, 1)),
+]
+
+
+def _plain(x, w, strides, padding, dilation):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _arrays(case, seed=0):
+    n, h, w, cin, cout, kh, kw = case[:7]
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.standard_normal((n, h, w, cin))), jnp.asarray(rng.standard_normal((kh, kw, cin, cout)))
+
+
+def _close(a, b):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_values_and_vjp_equal_plain_convolution(case, x64):
+    x, w = _arrays(case)
+    geom = case[7:]
+    y0, vjp0 = jax.vjp(lambda x, w: _plain(x, w, *geom), x, w)
+    y1, vjp1 = jax.jit(lambda x, w: jax.vjp(lambda x, w: wc.conv(x, w, *geom), x, w))(x, w)
+    _close(y1, y0)
+    g = jnp.asarray(np.random.default_rng(1).standard_normal(y0.shape))
+    for got, want in zip(vjp1(g), vjp0(g)):
+        _close(got, want)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_jvp_equals_plain_convolution(case, x64):
+    x, w = _arrays(case)
+    geom = case[7:]
+    rng = np.random.default_rng(2)
+    tx, tw = jnp.asarray(rng.standard_normal(x.shape)), jnp.asarray(rng.standard_normal(w.shape))
+    for tangents in [(tx, tw), (tx, jnp.zeros_like(w)), (jnp.zeros_like(x), tw)]:
+        want = jax.jvp(lambda x, w: _plain(x, w, *geom), (x, w), tangents)[1]
+        got = jax.jit(lambda x, w, a, b: jax.jvp(lambda x, w: wc.conv(x, w, *geom), (x, w), (a, b))[1])(
+            x, w, *tangents)
+        _close(got, want)
+
+
+def test_gradient_of_one_argument_and_second_order(x64):
+    x, w = _arrays(CASES[0])
+    geom = CASES[0][7:]
+
+    def loss(conv, x, w):
+        return jnp.sum(jnp.tanh(conv(x, w, *geom)) ** 2)
+
+    _close(jax.grad(loss, 1)(wc.conv, x, w), jax.grad(loss, 1)(_plain, x, w))
+    _close(jax.grad(loss, 2)(wc.conv, x, w), jax.grad(loss, 2)(_plain, x, w))
+    _close(jax.hessian(loss, 2)(wc.conv, x[:1], w), jax.hessian(loss, 2)(_plain, x[:1], w))
+
+
+def test_vmapped_gradient_equals_plain(x64):
+    """Under vmap the conditional's predicate is batched (both branches run): the value is the same."""
+    x, w = _arrays(CASES[0])
+    geom = CASES[0][7:]
+
+    def per_sample(conv):
+        return jax.vmap(jax.grad(lambda w, xi: jnp.sum(conv(xi[None], w, *geom) ** 2)), (None, 0))(w, x)
+
+    _close(per_sample(wc.conv), per_sample(_plain))
+
+
+def test_transposed_input_is_the_transpose_and_stays_a_conditional():
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((4, 3, 5, 2)).astype(np.float32))
+    f = jax.jit(wc.transposed_input)
+    np.testing.assert_array_equal(np.asarray(f(x)), np.transpose(np.asarray(x), (1, 2, 3, 0)))
+    np.testing.assert_array_equal(np.asarray(f(-x)), np.transpose(np.asarray(-x), (1, 2, 3, 0)))
+    # the speed-up rests on XLA keeping the conditional (a fusion boundary); flag a compiler that folds it
+    assert "conditional(" in f.lower(x).compile().as_text()
+
+
+def test_eligible(monkeypatch):
+    assert wc.eligible((2, 4, 4, 3)) == (jax.default_backend() == "cpu")
+    assert not wc.eligible((0, 4, 4, 3))
+    monkeypatch.setattr(wc, "ENABLED", False)
+    assert not wc.eligible((2, 4, 4, 3))
+
+
+def test_conv2d_layer_gradient_unchanged_by_the_wide_path(monkeypatch, x64):
+    """A Conv2D too wide for jigcnn.fast.conv: the same loss gradient with and without wide_conv."""
+    layer = Conv2D(features=6, kernel_size=(3, 3), padding="same", activation="relu")
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((3, 6, 6, 20)))
+    _, params, state = layer.init(jax.random.key(0), x.shape[1:], dtype=np.float64)
+
+    def grads():
+        return jax.jit(jax.grad(lambda p, x: jnp.sum(layer.apply(p, state, x)[0] ** 2), (0, 1)))(params, x)
+
+    assert wc.eligible(x.shape) or jax.default_backend() != "cpu"
+    with_wide = grads()
+    monkeypatch.setattr(wc, "ENABLED", False)
+    without = grads()
+    for a, b in zip(jax.tree.leaves(with_wide), jax.tree.leaves(without)):
+        _close(a, b)
