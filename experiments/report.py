@@ -1,4 +1,4 @@
-"""Collect every ``results/<experiment>/results.json`` into ``docs/results.md``.
+"""Collect every ``results/<experiment>/results.json`` (and its ``replicates/*/results.json``) into ``docs/results.md``.
 
     PYTHONPATH=src python -m experiments.report [--results results] [--out docs/results.md]
 
@@ -28,6 +28,15 @@ def _load(results_dir: pathlib.Path) -> dict[str, dict]:
             found[p.parent.name] = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             print(f"skipping {p}: {e}")
+            continue
+        reps = []
+        for q in sorted(p.parent.glob("replicates/*/results.json")):
+            try:
+                reps.append((q.parent.name, json.loads(q.read_text())))
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"skipping {q}: {e}")
+        if reps:
+            found[p.parent.name]["_replicates"] = reps
     return found
 
 
@@ -80,6 +89,11 @@ def render(results: dict[str, dict]) -> str:
             lines.append(f"![{p}](../results/{name}/{p})")
         if r.get("notes"):
             lines += ["", *[f"* {n}" for n in r["notes"]]]
+        if r.get("_replicates"):
+            lines += ["", f"Replicates (the same experiment run again with other settings, `results/{name}/replicates/`):", ""]
+            lines += [f"* {rep}: {q.get('headline', {}).get('ours', '-')}; command `{q.get('command', '?')}`, "
+                      f"finished {q.get('finished_utc', '?')}, load {_hardware(q).split('load ')[-1].split(';')[0]}"
+                      for rep, q in r["_replicates"]]
         lines.append("")
     return "\n".join(lines)
 

@@ -110,3 +110,22 @@ def test_flip_tta_accuracy_averages_each_image_with_its_mirror():
     assert flip_tta_accuracy(model, params, state, x, y, batch=3) == pytest.approx(want)
     sym = (x + x[:, :, ::-1]) / 2  # mirror-symmetric images: the same as the single-view accuracy
     assert flip_tta_accuracy(model, params, state, sym, y) == pytest.approx(np.mean(np.argmax(probs(sym), -1) == y))
+
+
+def test_report_lists_replicates_under_their_experiment(tmp_path):
+    from experiments import report
+
+    main = {"experiment": "no_such_experiment", "headline": {"ours": "main 1%"}, "command": "cmd-main"}
+    rep = {"experiment": "no_such_experiment", "headline": {"ours": "seed one 2%"}, "command": "cmd-rep",
+           "environment": {"load_average_1_5_15": [1.5, 1, 1]}}
+    (tmp_path / "exp" / "replicates" / "seed1").mkdir(parents=True)
+    (tmp_path / "exp" / "results.json").write_text(json.dumps(main))
+    (tmp_path / "exp" / "replicates" / "seed1" / "results.json").write_text(json.dumps(rep))
+    (tmp_path / "exp" / "replicates" / "broken").mkdir()
+    (tmp_path / "exp" / "replicates" / "broken" / "results.json").write_text("{not json")
+    text = report.run(results_dir=tmp_path, out=tmp_path / "results.md")
+    section = text[text.index("## exp"):]
+    assert "* seed1: seed one 2%; command `cmd-rep`" in section and "load 1.5" in section
+    assert "broken" not in section
+    # a replicate is not an experiment of its own
+    assert "## seed1" not in text
