@@ -1,4 +1,4 @@
-"""jigcnn.fast.wide_conv against lax.conv_general_dilated: values, reverse and forward mode, jit, vmap."""
+"""jigcnn.fast.wide_conv against lax.conv_general_dilated (values, reverse and forward mode, jit, vmap); fast.barrier."""
 
 import jax
 import jax.numpy as jnp
@@ -121,3 +121,20 @@ def test_conv2d_layer_gradient_unchanged_by_the_wide_path(monkeypatch, x64):
     without = grads()
     for a, b in zip(jax.tree.leaves(with_wide), jax.tree.leaves(without)):
         _close(a, b)
+
+
+def test_unfused_gives_fn_of_x_in_every_mode():
+    from jigcnn.fast.barrier import unfused
+
+    def fn(v):
+        return jnp.cumsum(v[::-1], axis=0) * 2.0
+
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((6, 3)).astype(np.float32))
+    want = np.asarray(fn(x))
+    for v in (x, -x):  # either branch of the conditional
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda a: unfused(fn, a))(v)), np.asarray(fn(v)))
+    np.testing.assert_array_equal(np.asarray(jax.vmap(lambda a: unfused(fn, a))(x[None])[0]), want)
+    g = jax.grad(lambda a: jnp.sum(unfused(fn, a) ** 2))(x)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(lambda a: jnp.sum(fn(a) ** 2))(x)), rtol=1e-6)
+    assert unfused(fn, jnp.zeros((0, 3))).shape == (0, 3)
+    assert "conditional(" in jax.jit(lambda a: unfused(fn, a)).lower(x).compile().as_text()

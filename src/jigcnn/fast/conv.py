@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jigcnn.fast.barrier import unfused
+
 # use the banded GEMM when kh*kw*Cin (one output's multiply count per output map) is at most this
 # (measured faster up to LeNet's second conv, 5*5*6 = 150 taps; larger convs keep XLA's)
 MAX_TAPS = 160
@@ -164,8 +166,10 @@ def conv_input_gradient(delta, w, in_hw, *, block: int | None = None):
         delta = jnp.pad(delta, ((0, 0), (0, 0), (0, nb * t - wo), (0, 0)))
     gxb = delta.reshape(n * ho * nb, t * cout) @ banded_kernel(w, t).T
     x_like = jax.ShapeDtypeStruct((n, h, wd, cin), delta.dtype)
-    (gx,) = jax.linear_transpose(lambda x: window_blocks(x, kh, kw, ho, wo, t)[0], x_like)(gxb)
-    return gx
+    back = jax.linear_transpose(lambda x: window_blocks(x, kh, kw, ho, wo, t)[0], x_like)
+    # apart: fused into its consumer (the max-pool backward, the activation's derivative) the
+    # overlap-add ran ~1.2x slower for the whole LeNet-5 hand-written step
+    return unfused(lambda g: back(g)[0], gxb)
 
 
 # --- plain references (what the fast kernels are tested against) ---

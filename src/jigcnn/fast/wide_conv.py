@@ -9,11 +9,12 @@ transposing copy, and the fused, strided loop is slow: 45-50 ms per training ste
 
 :func:`conv` is ``lax.conv_general_dilated`` (NHWC / HWIO) with a custom JVP whose
 kernel-tangent term reads the input already transposed to (H, W, C, N) -- a plain 2-D
-transpose of (N, H*W*C) -- made inside a ``lax.cond`` with two identical branches. XLA
-fuses nothing across a conditional, so the chain is computed once and the copy is a plain
-transpose. Reverse mode transposes that term, so the weight gradient reads the saved
-(H, W, C, N) array; the forward pass and the input gradient are XLA's own. Values are
-those of the plain convolution (tests/test_fast_wide_conv.py); forward mode works too.
+transpose of (N, H*W*C) -- made apart by :func:`jigcnn.fast.barrier.unfused` (inside a
+``lax.cond`` with two identical branches; XLA fuses nothing across a conditional), so the
+chain is computed once and the copy is a plain transpose. Reverse mode transposes that
+term, so the weight gradient reads the saved (H, W, C, N) array; the forward pass and the
+input gradient are XLA's own. Values are those of the plain convolution
+(tests/test_fast_wide_conv.py); forward mode works too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+
+from jigcnn.fast.barrier import unfused
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # on unless JIGCNN_WIDE_CONV=0 (read at import; set `ENABLED` to switch in a running process,
@@ -40,13 +43,7 @@ def eligible(x_shape) -> bool:
 def transposed_input(x: jax.Array) -> jax.Array:
     """``x`` (N, H, W, C) as (H, W, C, N), materialised apart from whatever computed ``x``."""
     n, h, w, c = x.shape
-
-    def flip(v):
-        return jnp.transpose(v.reshape(n, h * w * c)).reshape(h, w, c, n)
-
-    # identical branches: the value is always the transpose; the conditional only stops XLA
-    # from fusing x's producer into the strided copy
-    return lax.cond(x[0, 0, 0, 0] > 0, flip, flip, x)
+    return unfused(lambda v: jnp.transpose(v.reshape(n, h * w * c)).reshape(h, w, c, n), x)
 
 
 def _plain(x, w, strides, padding, dilation):
