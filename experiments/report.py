@@ -90,7 +90,8 @@ def render(results: dict[str, dict]) -> str:
         if r.get("notes"):
             lines += ["", *[f"* {n}" for n in r["notes"]]]
         if r.get("_replicates"):
-            lines += ["", f"Replicates (the same experiment run again with other settings, `results/{name}/replicates/`):", ""]
+            lines += ["", "Replicates (the same experiment run again with other settings, "
+                          f"`results/{name}/replicates/`):", ""]
             lines += [f"* {rep}: {q.get('headline', {}).get('ours', '-')}; command `{q.get('command', '?')}`, "
                       f"finished {q.get('finished_utc', '?')}, load {_hardware(q).split('load ')[-1].split(';')[0]}"
                       for rep, q in r["_replicates"]]

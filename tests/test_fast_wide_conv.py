@@ -1,4 +1,4 @@
-"""jigcnn.fast.wide_conv against lax.conv_general_dilated (values, reverse and forward mode, jit, vmap); fast.barrier."""
+"""jigcnn.fast.wide_conv against lax.conv_general_dilated (values, both modes, jit, vmap); fast.barrier."""
 
 import jax
 import jax.numpy as jnp

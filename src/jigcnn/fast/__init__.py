@@ -1,4 +1,7 @@
-"""Fast kernels: few-channel convolutions (`jigcnn.fast.conv`), wide ones on CPU (`jigcnn.fast.wide_conv`); each tested against the plain formulation."""
+"""Fast kernels: few-channel convs (`fast.conv`), wide convs on CPU (`fast.wide_conv`), pooling, dense.
+
+Each is tested against the plain formulation (tests/test_fast_*.py).
+"""
 
 from jigcnn.fast import barrier, conv, dense, pool, wide_conv
 
