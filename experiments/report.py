@@ -40,11 +40,16 @@ def _load(results_dir: pathlib.Path) -> dict[str, dict]:
     return found
 
 
+def _load_1min(r: dict):
+    """The 1-minute load average when the run ended, or '?'."""
+    load = r.get("environment", {}).get("load_average_1_5_15")
+    return load[0] if load else "?"
+
+
 def _hardware(r: dict) -> str:
     env = r.get("environment", {})
-    load = env.get("load_average_1_5_15")
     return (f"{env.get('cpu_count', '?')} CPU ({env.get('cpu_model', '?')}), {env.get('jax_backend', '?')}, "
-            f"load {load[0] if load else '?'}; jax {env.get('jax_version', '?')}, jigcnn {env.get('jigcnn_version', '?')}")
+            f"load {_load_1min(r)}; jax {env.get('jax_version', '?')}, jigcnn {env.get('jigcnn_version', '?')}")
 
 
 def _summary(name: str, r: dict) -> str:
@@ -93,7 +98,7 @@ def render(results: dict[str, dict]) -> str:
             lines += ["", "Replicates (the same experiment run again with other settings, "
                           f"`results/{name}/replicates/`):", ""]
             lines += [f"* {rep}: {q.get('headline', {}).get('ours', '-')}; command `{q.get('command', '?')}`, "
-                      f"finished {q.get('finished_utc', '?')}, load {_hardware(q).split('load ')[-1].split(';')[0]}"
+                      f"finished {q.get('finished_utc', '?')}, load {_load_1min(q)}"
                       for rep, q in r["_replicates"]]
         lines.append("")
     return "\n".join(lines)

@@ -35,6 +35,15 @@ def _find_shared_data():
     return None
 
 
+@pytest.fixture
+def x64():
+    """Float64 for the duration of one test (the previous setting restored after it)."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """The real data sets (../shared/data or $JIGCNN_DATA); skips the test when absent."""

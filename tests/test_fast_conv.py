@@ -97,13 +97,6 @@ def test_autodiff_of_conv_valid_equals_autodiff_of_lax(shape):
     _close(gk, rk)
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def test_float64(x64):
     x, k, d = _arrays(SHAPES[2], dtype=np.float64)
     assert fc.conv_valid(x, k).dtype == jnp.float64

@@ -428,14 +428,6 @@ def test_variance_scaling_initialisers(name, variance):
 
 # ----------------------------------------------------------------------------- finite differences, float64
 
-@pytest.fixture
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
-
-
 def r64(shape, seed, low=-1.0, high=1.0):
     return jnp.asarray(np.random.default_rng(seed).uniform(low, high, shape))
 
