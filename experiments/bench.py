@@ -1,7 +1,8 @@
 """Training-step throughput of IgNet's Fig. 5 net and LeNet-5 (issues 2 and 7).
 
 ``PYTHONPATH=src python -m experiments.bench [--nets ignet_fig5,lenet5] [--batches 32,256]
-[--optimizers sgd,adam] [--repeats 7] [--quick] [--vs-torch] [--json PATH] [--startup]``
+[--optimizers sgd,adam] [--repeats 7] [--quick] [--vs-torch] [--json PATH] [--startup]
+[--allocator retain|default]``
 
 For every (net, batch, optimizer) row it times the jitted, params-donated jigcnn train
 step (``jigcnn.train.make_train_step``) with autodiff gradients and with the hand-written
@@ -11,6 +12,8 @@ all alike, and reports the median samples/s. Compilation (the first call) is rep
 apart. It also prints the achieved GFLOP/s (forward + backward conv/matmul FLOPs counted
 analytically per sample) next to the machine's measured float32 GEMM peak, the
 hand-written / autodiff step-time ratio (must stay <= 1.25) and the load average.
+By default the process first calls ``jigcnn.allocator.retain_freed_memory`` (as the
+experiments do); PyTorch, timed in the same process, runs under the same allocator.
 """
 
 from __future__ import annotations
@@ -347,8 +350,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--vs-torch", action="store_true", help="also time PyTorch eager CPU (needs torch)")
     ap.add_argument("--startup", action="store_true", help="also measure process start to first LeNet-5 step")
     ap.add_argument("--no-cache", action="store_true", help="do not enable the persistent compilation cache")
+    ap.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                    help="retain: glibc malloc keeps freed memory (jigcnn.allocator, as the experiments run); "
+                         "default: glibc's defaults. PyTorch runs in the same process, under the same choice")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
     args = ap.parse_args(argv)
+
+    from jigcnn import allocator
+
+    retained = args.allocator == "retain" and allocator.retain_freed_memory(respect_env=False)
 
     if not args.no_cache:
         from jigcnn import compile_cache
@@ -377,7 +387,8 @@ def main(argv=None) -> dict:
     import jax
 
     peak = None if args.quick else gemm_peak_gflops()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; load average {load_average()}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; load average {load_average()}; "
+          f"allocator: {'freed memory retained' if retained else 'glibc defaults'}")
     if peak:
         print(f"measured float32 GEMM peak (2048x2048 jnp.dot): {peak:.1f} GFLOP/s")
     rows = []
@@ -396,7 +407,8 @@ def main(argv=None) -> dict:
         if "manual_over_autodiff" in r and r["manual_over_autodiff"] > MANUAL_LIMIT:
             print(f"WARNING: {r['net']} batch {r['batch']} {r['optimizer']}: hand-written step is "
                   f"{r['manual_over_autodiff']:.2f}x the autodiff step (limit {MANUAL_LIMIT})")
-    result = {"jax": jax.__version__, "load_avg_end": list(load_average()), "gemm_peak_gflops": peak, "rows": rows}
+    result = {"jax": jax.__version__, "allocator": "retain" if retained else "default",
+              "load_avg_end": list(load_average()), "gemm_peak_gflops": peak, "rows": rows}
     if args.startup:
         import tempfile
 

@@ -101,4 +101,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from jigcnn import allocator
+
+    allocator.retain_freed_memory()
     main()

@@ -5,7 +5,7 @@ Every experiment is a module ``experiments/<name>.py`` with
 * ``run(**options) -> dict``: the importable function that does the work, writes
   ``<out>/results.json`` (and its plots) and returns the results dict;
 * ``main(argv=None)``: argparse over :func:`base_parser`, calls ``run`` and
-  prints the one-screen summary.
+  prints the one-screen summary; ``python -m`` runs it through :func:`run_program`.
 
 The common options (documented defaults):
 
@@ -34,7 +34,7 @@ import platform
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_ROOT = REPO / "results"
@@ -55,6 +55,14 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def run_program(main: Callable[[], int | None]) -> None:
+    """Run an experiment's `main` as a program: glibc keeps freed memory (`jigcnn.allocator`), exit with its status."""
+    from jigcnn import allocator
+
+    allocator.retain_freed_memory()
+    raise SystemExit(main())
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -67,6 +75,9 @@ def environment() -> dict:
     env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                            "machine": platform.machine(), "cpu_count": os.cpu_count(),
                            "load_average_1_5_15": load_average()}
+    from jigcnn import allocator
+
+    env["malloc_retains_freed_memory"] = allocator.retaining()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -129,3 +129,20 @@ def test_report_lists_replicates_under_their_experiment(tmp_path):
     assert "broken" not in section
     # a replicate is not an experiment of its own
     assert "## seed1" not in text
+
+
+def test_run_program_retains_freed_memory_and_exits_with_mains_status():
+    from experiments import common
+    from jigcnn import allocator
+
+    if not allocator.available():
+        pytest.skip("jigcnn.allocator needs glibc (Linux)")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            common.run_program(lambda: 3)
+        assert exit_info.value.code == 3
+        assert allocator.retaining()
+        assert common.environment()["malloc_retains_freed_memory"] is True
+    finally:
+        allocator.restore_defaults()
+    assert common.environment()["malloc_retains_freed_memory"] is False

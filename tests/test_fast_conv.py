@@ -53,6 +53,19 @@ def test_conv_weight_gradient_equals_plain(shape, block):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("block", [None, 1, 3, 7])
+def test_window_blocks_transposed_is_the_transpose(shape, block):
+    x, _, _ = _arrays(shape)
+    n, h, w, cin, cout, kh, kw = shape
+    ho, wo = h - kh + 1, w - kw + 1
+    t = fc.block_width(wo, kw, block)
+    xb, nb = fc.window_blocks(x, kh, kw, ho, wo, t)
+    xbt, nbt = fc.window_blocks_transposed(x, kh, kw, ho, wo, t)
+    assert nbt == nb
+    np.testing.assert_array_equal(np.asarray(xbt), np.asarray(xb).T)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("block", [None, 3, 4])
 def test_conv_valid_with_bias_equals_lax_plus_bias(shape, block):
     x, k, _ = _arrays(shape)

@@ -89,6 +89,23 @@ def window_blocks(x, kh: int, kw: int, ho: int, wo: int, t: int):
     return blocks.reshape(n * ho * nb, kh * L * c), nb
 
 
+def window_blocks_transposed(x, kh: int, kw: int, ho: int, wo: int, t: int):
+    """``window_blocks(x, ...)[0].T`` built directly: (kh*(t+kw-1)*Cin, N*Ho*nb), one strided slice per tap.
+
+    The weight gradient as ``xbT @ delta`` (a plain product) ran ~2x faster than as ``xb.T @ delta``
+    (XLA's CPU dot with both operands contracted over their rows) for a single-channel input.
+    """
+    n, h, w, c = x.shape
+    nb = -(-wo // t)
+    L = t + kw - 1
+    need = nb * t + kw - 1
+    if need > w:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, need - w), (0, 0)))
+    taps = [x[:, a: a + ho, l: l + (nb - 1) * t + 1: t] for a in range(kh) for l in range(L)]  # (N, Ho, nb, C)
+    stacked = jnp.moveaxis(jnp.stack(taps), -1, 1)  # (kh*L, C, N, Ho, nb)
+    return stacked.reshape(kh * L * c, n * ho * nb), nb
+
+
 def banded_kernel(w, t: int):
     """The (kh*(t+kw-1)*Cin, t*Cout) banded matrix with wb[a, r+b, c, r, o] = w[a, b, c, o]."""
     kh, kw, cin, cout = w.shape
@@ -127,21 +144,30 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
 
     `x` is the padded input (N, H, W, Cin), `delta` the deltas (N, Ho, Wo, Cout); returns
     (kh, kw, Cin, Cout). One GEMM ``xb.T @ delta`` contracting over N*Ho*nb rows, then the
-    band summed back. With `with_bias`, returns (dw, db): the windows carry the column of ones
-    of `conv_valid(..., bias)` (the same array as the forward pass's, so XLA builds it once) and
-    the bias gradient, the sum of the deltas, is the GEMM's last row.
+    band summed back; for a single input channel the windows are built transposed
+    (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``. With `with_bias`, returns
+    (dw, db): the windows carry a column (row) of ones, as in `conv_valid(..., bias)`, and the
+    bias gradient, the sum of the deltas, is the GEMM's last row.
     """
     kh, kw = kernel_hw
     n, ho, wo, cout = delta.shape
     cin = x.shape[-1]
     t = block_width(wo, kw, block)
-    xb, nb = window_blocks(x, kh, kw, ho, wo, t)
-    if with_bias:
-        xb = _with_ones(xb)
+    nb = -(-wo // t)
     if nb * t != wo:
         delta = jnp.pad(delta, ((0, 0), (0, 0), (0, nb * t - wo), (0, 0)))
+    delta = delta.reshape(n * ho * nb, t * cout)
+    if cin == 1:
+        # the windows laid out transposed: a plain product (IgNet step 1.12-1.27x; with 6 channels
+        # the tap-by-tap gather was slower than reusing the forward pass's windows: LeNet-5 0.7x)
+        xbt, _ = window_blocks_transposed(x, kh, kw, ho, wo, t)
+        if with_bias:
+            xbt = jnp.concatenate([xbt, jnp.ones((1, xbt.shape[1]), xbt.dtype)], axis=0)
+        g = xbt @ delta
+    else:
+        xb, _ = window_blocks(x, kh, kw, ho, wo, t)
+        g = (_with_ones(xb) if with_bias else xb).T @ delta
     L = t + kw - 1
-    g = xb.T @ delta.reshape(n * ho * nb, t * cout)
     s = jnp.asarray(_band_selector(kw, t, np.float32), g.dtype)
     dw = jnp.einsum("alcro,lrb->abco", g[: kh * L * cin].reshape(kh, L, cin, t, cout), s)
     if not with_bias:
@@ -179,5 +205,5 @@ def conv_valid_reference(x, w):
     return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-__all__ = ["MAX_TAPS", "ENABLED", "eligible", "block_width", "window_blocks", "banded_kernel", "conv_valid",
-           "conv_weight_gradient", "conv_input_gradient", "conv_valid_reference"]
+__all__ = ["MAX_TAPS", "ENABLED", "eligible", "block_width", "window_blocks", "window_blocks_transposed",
+           "banded_kernel", "conv_valid", "conv_weight_gradient", "conv_input_gradient", "conv_valid_reference"]
