@@ -110,6 +110,56 @@ def test_autodiff_of_conv_valid_equals_autodiff_of_lax(shape):
     _close(gk, rk)
 
 
+# single input channel: conv_valid's custom JVP (kernel-tangent term on transposed windows)
+ONE_CHANNEL = [s for s in SHAPES if s[3] == 1]
+
+
+def _lax_conv(x, k, b=None):
+    y = fc.conv_valid_reference(x, k)
+    return y if b is None else y + b
+
+
+@pytest.mark.parametrize("shape", ONE_CHANNEL)
+@pytest.mark.parametrize("block", [None, 3])
+@pytest.mark.parametrize("with_bias,tangents", [(False, "all"), (False, "x"), (False, "kernel"),
+                                                 (True, "all"), (True, "x"), (True, "kernel"), (True, "bias")])
+def test_single_channel_jvp_equals_lax(x64, shape, block, with_bias, tangents):
+    x, k, _ = _arrays(shape, dtype=np.float64)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]))
+    dx, dk, _ = _arrays(shape, seed=3, dtype=np.float64)
+    db = jnp.asarray(np.random.default_rng(4).standard_normal(k.shape[-1]))
+    keep = {"all": (1, 1, 1), "x": (1, 0, 0), "kernel": (0, 1, 0), "bias": (0, 0, 1)}[tangents]
+    dx, dk, db = (v if on else jnp.zeros_like(v) for v, on in zip((dx, dk, db), keep))
+    if with_bias:
+        got = jax.jit(lambda *a: jax.jvp(lambda x, k, b: fc.conv_valid(x, k, b, block=block), a[:3], a[3:]))(
+            x, k, b, dx, dk, db)
+        ref = jax.jvp(_lax_conv, (x, k, b), (dx, dk, db))
+    else:
+        got = jax.jit(lambda *a: jax.jvp(lambda x, k: fc.conv_valid(x, k, block=block), a[:2], a[2:]))(x, k, dx, dk)
+        ref = jax.jvp(_lax_conv, (x, k), (dx, dk))
+    for g, r in zip(got, ref):
+        _close(g, r, tol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 8, 1, 3, 3, 3)])
+def test_single_channel_second_order_and_vmap(x64, shape):
+    x, k, d = _arrays(shape, dtype=np.float64)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]))
+
+    def loss(conv):
+        return lambda x, k, b: jnp.sum(jnp.tanh(conv(x, k, b)) * d)
+
+    fast = loss(lambda x, k, b: fc.conv_valid(x, k, b))
+    hess = jax.jit(jax.hessian(fast, argnums=(0, 1, 2)))(x, k, b)
+    ref = jax.jit(jax.hessian(loss(_lax_conv), argnums=(0, 1, 2)))(x, k, b)
+    for g, r in zip(jax.tree.leaves(hess), jax.tree.leaves(ref)):
+        _close(g, r, tol=1e-10)
+    per_sample = jax.vmap(jax.grad(lambda x, k: jnp.sum(fc.conv_valid(x[None], k) ** 2), argnums=1),
+                          in_axes=(0, None))(x, k)
+    want = jax.vmap(jax.grad(lambda x, k: jnp.sum(_lax_conv(x[None], k) ** 2), argnums=1), in_axes=(0, None))(x, k)
+    _close(per_sample, want, tol=1e-12)
+
+
 def test_float64(x64):
     x, k, d = _arrays(SHAPES[2], dtype=np.float64)
     assert fc.conv_valid(x, k).dtype == jnp.float64
