@@ -181,3 +181,26 @@ def test_dense_weight_gradient_equals_plain(n, dim, features):
     x = jnp.asarray(rng.standard_normal((n, dim)).astype(np.float32))
     d = jnp.asarray(rng.standard_normal((n, features)).astype(np.float32))
     _close(jax.jit(fd.weight_gradient)(x, d), fd.weight_gradient_reference(x, d))
+
+
+@pytest.mark.parametrize("n,dim,features", [(4, 300, 10), (3, 50, 16), (5, 40, 84)])
+def test_dense_matmul_derivatives_equal_plain(x64, n, dim, features):
+    rng = np.random.default_rng(2)
+    x, dx = (jnp.asarray(rng.standard_normal((n, dim))) for _ in range(2))
+    k, dk = (jnp.asarray(rng.standard_normal((dim, features))) for _ in range(2))
+    assert fd.eligible(features) == (features <= fd.MAX_FEATURES)
+    _close(fd.matmul(x, k), x @ k, tol=1e-12)
+    for tangents in ((dx, dk), (dx, jnp.zeros_like(dk)), (jnp.zeros_like(dx), dk)):
+        got = jax.jit(lambda *a: jax.jvp(fd.matmul, a[:2], a[2:]))(x, k, *tangents)
+        for g, r in zip(got, jax.jvp(jnp.matmul, (x, k), tangents)):
+            _close(g, r, tol=1e-12)
+
+    def loss(mm):
+        return lambda x, k: jnp.sum(jnp.tanh(mm(x, k)) ** 2)
+
+    grads = jax.jit(jax.grad(loss(fd.matmul), argnums=(0, 1)))(x, k)
+    for g, r in zip(grads, jax.grad(loss(jnp.matmul), argnums=(0, 1))(x, k)):
+        _close(g, r, tol=1e-12)
+    hvp = jax.jit(lambda v: jax.jvp(jax.grad(loss(fd.matmul), argnums=1), (x, k), (dx, v))[1])(dk)
+    want = jax.jvp(jax.grad(loss(jnp.matmul), argnums=1), (x, k), (dx, dk))[1]
+    _close(hvp, want, tol=1e-10)

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from jigcnn.fast import dense as fast_dense
 from jigcnn.layers.base import Neurons, check_batch
 
 
@@ -37,7 +38,7 @@ class Dense(Neurons):
     def preactivation(self, params, state, x):
         """z = x @ kernel + bias."""
         check_batch(self, x, 2)
-        z = x @ params["kernel"]
+        z = fast_dense.matmul(x, params["kernel"])
         bias = params.get("bias", state.get("bias"))
         return z if bias is None else z + bias
 
