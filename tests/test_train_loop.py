@@ -41,6 +41,17 @@ def test_history_and_determinism(capsys):
     assert a.metrics["val_loss"] == a.history["val_loss"][-1]
 
 
+def test_fit_retains_freed_memory_unless_told_not_to(monkeypatch):
+    from jigcnn import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "retain_freed_memory", lambda **kw: calls.append(kw) or True)
+    _fit(epochs=1)
+    assert len(calls) == 1
+    _fit(epochs=1, retain_memory=False)
+    assert len(calls) == 1
+
+
 def test_divergence_stops_with_layer_epoch_step_and_keeps_last_good_checkpoint(tmp_path):
     # a sane learning rate for 2 epochs (3 steps each), then an absurd one: epoch 3 blows up
     lr = lambda count: jnp.where(count < 6, 0.05, 1e38)  # noqa: E731

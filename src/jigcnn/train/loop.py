@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jigcnn import allocator
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
@@ -136,7 +137,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
         on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None,
-        epoch_loop: str = "python", compiler_options="auto") -> FitResult:
+        epoch_loop: str = "python", compiler_options="auto", retain_memory: bool = True) -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
     * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
@@ -166,9 +167,14 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       ``on_epoch_end(epoch, record, params, state) -> dict``): the paper's Fig. 4 MAVs per
       layer every N epochs, joining the epoch's history record; with ``unit="step"`` every
       N training steps instead, collected in ``history.diagnostics``.
+    * ``retain_memory``: call :func:`jigcnn.allocator.retain_freed_memory` first (glibc only;
+      process-wide: freed memory stays in the process, so steps stop page-faulting their
+      temporaries; ``JIGCNN_RETAIN_MEMORY=0`` or False leaves the allocator alone).
     """
     from jigcnn.train.cv import as_augment
 
+    if retain_memory:
+        allocator.retain_freed_memory()
     augment = as_augment(augment)
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
