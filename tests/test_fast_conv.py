@@ -53,7 +53,7 @@ def test_conv_weight_gradient_equals_plain(shape, block):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("block", [None, 1, 3, 7])
+@pytest.mark.parametrize("block", [None, 7])  # 7: Wo not a multiple of the block (zero columns)
 def test_window_blocks_transposed_is_the_transpose(shape, block):
     x, _, _ = _arrays(shape)
     n, h, w, cin, cout, kh, kw = shape
