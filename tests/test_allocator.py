@@ -2,6 +2,7 @@
 
 import ctypes
 import resource
+import threading
 
 import pytest
 
@@ -12,17 +13,17 @@ pytestmark = pytest.mark.skipif(not allocator.available(), reason="jigcnn.alloca
 BLOCK = 64 << 20  # above glibc's largest dynamic mmap threshold (32 MiB)
 
 
-def _faults_of_reuse(cycles: int = 4) -> int:
-    """Minor page faults of malloc + touch + free of BLOCK bytes, after one warm-up cycle."""
+def _faults_of_reuse(cycles: int = 4, block: int = BLOCK) -> int:
+    """Minor page faults of malloc + touch + free of `block` bytes, after one warm-up cycle."""
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = (ctypes.c_size_t,)
     libc.free.argtypes = (ctypes.c_void_p,)
 
     def cycle():
-        p = libc.malloc(BLOCK)
+        p = libc.malloc(block)
         assert p, "malloc failed"
-        ctypes.memset(p, 1, BLOCK)
+        ctypes.memset(p, 1, block)
         libc.free(p)
 
     cycle()
@@ -48,6 +49,18 @@ def test_retained_memory_is_reused_without_page_faults(restore_allocator):
     assert allocator.retaining()
     # retained: the freed block stays in the heap and the next malloc reuses the touched pages
     assert _faults_of_reuse() < pages // 10
+
+
+def test_a_worker_threads_large_blocks_are_retained_too(restore_allocator):
+    # a thread's own arena grows in heaps of at most 64 MiB and glibc mmaps larger blocks there
+    # whatever M_MMAP_MAX says; with one arena (XLA's worker threads included) they stay in the heap
+    block = 96 << 20
+    assert allocator.retain_freed_memory(respect_env=False)
+    faults = []
+    worker = threading.Thread(target=lambda: faults.append(_faults_of_reuse(block=block)))
+    worker.start()
+    worker.join()
+    assert faults[0] < block // resource.getpagesize() // 10
 
 
 def test_env_var_opts_out(monkeypatch, restore_allocator):

@@ -5,11 +5,14 @@ defaults, blocks above the mmap threshold come from fresh ``mmap`` pages and go 
 kernel when freed, and XLA's worker threads allocate from their own arenas, whose heaps shrink
 when freed; either way each step touches tens of MB of new pages and pays a page fault per
 4 KiB page. On IgNet's Fig. 5 net at batch 256 that was a third of the step
-(docs/performance.md). :func:`retain_freed_memory` tells glibc never to serve a block through
-``mmap`` and never to trim a heap, so freed memory stays in the process for the next
-allocation: its resident memory then stays at its peak, which is what a training process wants
-(PyTorch's and JAX's GPU allocators do the same with device memory). Threads keep their own
-arenas: limiting glibc to one arena as well cost LeNet-5's small steps 10-20% (lock contention).
+(docs/performance.md). :func:`retain_freed_memory` makes every thread allocate from the main
+heap (one arena), never through ``mmap``, and never trims it, so freed memory stays in the
+process for the next allocation: its resident memory then stays at its peak, which is what a
+training process wants (PyTorch's and JAX's GPU allocators do the same with device memory).
+The one arena matters: a thread's own arena grows in heaps of at most 64 MiB, and glibc serves
+a larger block through ``mmap`` whatever ``M_MMAP_MAX`` says (two IgNet programs alternating:
+3.8M page faults, a 2x slower step). Its price is lock contention between XLA's threads:
+LeNet-5's 4 ms steps at batch 32 ran 10-25% slower.
 
 It changes the whole process, so jigcnn never does it on import: the experiments and the bench
 call it at start (``JIGCNN_RETAIN_MEMORY=0`` opts out), and a user's own script may.
@@ -28,9 +31,10 @@ ENV_VAR = "JIGCNN_RETAIN_MEMORY"
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-# glibc's defaults, for `restore_defaults`
-_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
-_RETAIN = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
+M_ARENA_MAX = -8
+# glibc's defaults, for `restore_defaults` (arena_max 0: glibc's own rule, 8 per core)
+_DEFAULTS = {M_ARENA_MAX: 0, M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
+_RETAIN = {M_ARENA_MAX: 1, M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
 _state = {"retaining": False}
 
 
@@ -64,10 +68,11 @@ def _apply(settings: dict[int, int]) -> bool:
 
 
 def retain_freed_memory(*, respect_env: bool = True) -> bool:
-    """Configure glibc malloc to keep freed memory (no mmap-ed blocks, no trimming); True if applied.
+    """Configure glibc malloc to keep freed memory (one arena, no mmap, no trimming); True if applied.
 
-    Call it once, early; it takes effect for later allocations. With ``respect_env`` (the
-    default), ``JIGCNN_RETAIN_MEMORY=0`` turns it into a no-op that returns False.
+    Call it once, early: before the first jitted computation is best, as threads that
+    already allocated keep their arena. With ``respect_env`` (the default),
+    ``JIGCNN_RETAIN_MEMORY=0`` turns it into a no-op that returns False.
     """
     if respect_env and os.environ.get(ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
@@ -76,7 +81,7 @@ def retain_freed_memory(*, respect_env: bool = True) -> bool:
 
 
 def restore_defaults() -> bool:
-    """Put glibc's default mmap limit and trim threshold back; True if applied.
+    """Put glibc's default mmap limit, trim threshold and arena limit back; True if applied.
 
     glibc's dynamic mmap threshold stays off (any mallopt of these settings turns it off).
     """
