@@ -132,3 +132,20 @@ def test_unfused_gives_fn_of_x_in_every_mode():
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(lambda a: jnp.sum(fn(a) ** 2))(x)), rtol=1e-6)
     assert unfused(fn, jnp.zeros((0, 3))).shape == (0, 3)
     assert "conditional(" in jax.jit(lambda a: unfused(fn, a)).lower(x).compile().as_text()
+
+
+def test_unfused_with_a_primal_predicate_can_be_transposed():
+    from jigcnn.fast.barrier import unfused
+
+    rng = np.random.default_rng(6)
+    primal = jnp.asarray(rng.standard_normal(4).astype(np.float32))
+    t = jnp.asarray(rng.standard_normal((3, 5)).astype(np.float32))
+    ct = jnp.asarray(rng.standard_normal((5, 3)).astype(np.float32))
+    for p in (primal, -primal):  # either branch
+        def linear(v, p=p):
+            return unfused(jnp.transpose, v, predicate_from=p)
+
+        np.testing.assert_array_equal(np.asarray(jax.jit(linear)(t)), np.asarray(t.T))
+        (back,) = jax.linear_transpose(linear, t)(ct)  # the predicate reads p, not the linear v
+        np.testing.assert_array_equal(np.asarray(back), np.asarray(ct.T))
+    assert unfused(jnp.transpose, t, predicate_from=jnp.zeros((0,))).shape == (5, 3)

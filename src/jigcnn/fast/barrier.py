@@ -15,13 +15,18 @@ import jax
 from jax import lax
 
 
-def unfused(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+def unfused(fn: Callable[[jax.Array], jax.Array], x: jax.Array, *, predicate_from: jax.Array | None = None
+            ) -> jax.Array:
     """``fn(x)``, computed apart from both the code that made ``x`` and the code that reads the result.
 
     ``fn`` runs inside a ``lax.cond`` whose two branches are both ``fn``, so the value is always
-    ``fn(x)``; the predicate only has to be unknown to the compiler. Under ``vmap`` the predicate
-    is batched and JAX runs both branches and selects (the same value, twice the work).
+    ``fn(x)``; the predicate only has to be unknown to the compiler. It is read from
+    ``predicate_from`` (default: ``x``); pass a primal value there when ``x`` is a tangent inside
+    a JVP rule, so that reverse mode can transpose the conditional (a predicate may not depend on
+    a linear value). Under ``vmap`` a batched predicate makes JAX run both branches and select
+    (the same value, twice the work).
     """
-    if x.size == 0:
+    source = x if predicate_from is None else predicate_from
+    if x.size == 0 or source.size == 0:
         return fn(x)
-    return lax.cond(x.ravel()[0] > 0, fn, fn, x)
+    return lax.cond(source.ravel()[0] > 0, fn, fn, x)
