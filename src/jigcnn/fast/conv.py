@@ -73,18 +73,23 @@ def _band_selector(kw: int, t: int, dtype) -> np.ndarray:
     return s
 
 
+def _padded_for_blocks(x, kw: int, wo: int, t: int):
+    """(x zero-padded on the right to cover nb blocks of t columns, nb, the window width L = t + kw - 1)."""
+    nb = -(-wo // t)
+    need = nb * t + kw - 1
+    if need > x.shape[2]:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, need - x.shape[2]), (0, 0)))
+    return x, nb, t + kw - 1
+
+
 def window_blocks(x, kh: int, kw: int, ho: int, wo: int, t: int):
     """The input windows of each (row, column block) output: (N*Ho*nb, kh*(t+kw-1)*Cin).
 
     `x` is the (already padded) NHWC input of a valid, stride-1 convolution with output
     Ho x Wo; columns past the input (when Wo is not a multiple of t) read zeros.
     """
-    n, h, w, c = x.shape
-    nb = -(-wo // t)
-    L = t + kw - 1
-    need = nb * t + kw - 1
-    if need > w:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, need - w), (0, 0)))
+    x, nb, L = _padded_for_blocks(x, kw, wo, t)
+    n, _, _, c = x.shape
     rows = [x[:, a: a + ho] for a in range(kh)]  # kh x (N, Ho, W', C)
     blocks = jnp.stack([jnp.stack([r[:, :, j * t: j * t + L] for r in rows], axis=2) for j in range(nb)], axis=2)
     # (N, Ho, nb, kh, L, C)
@@ -97,12 +102,8 @@ def window_blocks_transposed(x, kh: int, kw: int, ho: int, wo: int, t: int):
     The weight gradient as ``xbT @ delta`` (a plain product) ran ~2x faster than as ``xb.T @ delta``
     (XLA's CPU dot with both operands contracted over their rows) for a single-channel input.
     """
-    n, h, w, c = x.shape
-    nb = -(-wo // t)
-    L = t + kw - 1
-    need = nb * t + kw - 1
-    if need > w:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, need - w), (0, 0)))
+    x, nb, L = _padded_for_blocks(x, kw, wo, t)
+    n, _, _, c = x.shape
     taps = [x[:, a: a + ho, l: l + (nb - 1) * t + 1: t] for a in range(kh) for l in range(L)]  # (N, Ho, nb, C)
     stacked = jnp.moveaxis(jnp.stack(taps), -1, 1)  # (kh*L, C, N, Ho, nb)
     return stacked.reshape(kh * L * c, n * ho * nb), nb
