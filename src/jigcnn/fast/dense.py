@@ -22,13 +22,13 @@ from jax.custom_derivatives import SymbolicZero
 
 from jigcnn.fast.barrier import unfused
 
-# use the reduction when the layer has at most this many outputs (and fast kernels are on)
+# use the transposed product when the layer has at most this many outputs (and fast kernels are on)
 MAX_FEATURES = 16
 ENABLED = os.environ.get("JIGCNN_FAST_DENSE", "1") not in ("0", "false", "no", "off")
 
 
 def eligible(features: int) -> bool:
-    """Whether the multiply-reduce form serves a dense layer with `features` outputs."""
+    """Whether the transposed-product form serves a dense layer with `features` outputs."""
     return ENABLED and features <= MAX_FEATURES
 
 
@@ -50,7 +50,7 @@ def weight_gradient(x, delta):
 
 
 def matmul(x, kernel):
-    """``x @ kernel`` for x (N, D); with few outputs, differentiating it gives `weight_gradient`'s reduction."""
+    """``x @ kernel`` for x (N, D); with few outputs, differentiating it gives `weight_gradient`'s product."""
     if x.ndim == 2 and eligible(kernel.shape[-1]):
         return _few_outputs_matmul(x, kernel)
     return x @ kernel
