@@ -109,6 +109,18 @@ def window_blocks_transposed(x, kh: int, kw: int, ho: int, wo: int, t: int):
     return stacked.reshape(kh * L * c, n * ho * nb), nb
 
 
+def _layer_windows(x, kh: int, kw: int, ho: int, wo: int, t: int):
+    """`window_blocks` of a conv's input; with several channels (a hidden layer) gathered apart.
+
+    Apart (`unfused`), the gather reads the previous layer's output once instead of fusing it
+    (a max-pool's select chain) and recomputing it for every window it lands in, and reverse
+    mode's overlap-add runs apart from the pooling backward too (LeNet-5 autodiff step 1.08-1.14x).
+    """
+    if x.shape[-1] == 1:
+        return window_blocks(x, kh, kw, ho, wo, t)[0]
+    return unfused(lambda v: window_blocks(v, kh, kw, ho, wo, t)[0], x)
+
+
 def banded_kernel(w, t: int):
     """The (kh*(t+kw-1)*Cin, t*Cout) banded matrix with wb[a, r+b, c, r, o] = w[a, b, c, o]."""
     kh, kw, cin, cout = w.shape
@@ -143,7 +155,7 @@ def _banded_product(x, w, bias, t: int):
     n, h, wd, _ = x.shape
     kh, kw, _, cout = w.shape
     ho, wo = h - kh + 1, wd - kw + 1
-    xb, nb = window_blocks(x, kh, kw, ho, wo, t)
+    xb, nb = _layer_windows(x, kh, kw, ho, wo, t), -(-wo // t)
     wb = banded_kernel(w, t)
     if bias is not None:
         xb = _with_ones(xb)
@@ -211,7 +223,7 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
             xbt = jnp.concatenate([xbt, jnp.ones((1, xbt.shape[1]), xbt.dtype)], axis=0)
         g = xbt @ delta
     else:
-        xb, _ = window_blocks(x, kh, kw, ho, wo, t)
+        xb = _layer_windows(x, kh, kw, ho, wo, t)
         g = (_with_ones(xb) if with_bias else xb).T @ delta
     L = t + kw - 1
     s = jnp.asarray(_band_selector(kw, t, np.float32), g.dtype)
