@@ -15,7 +15,8 @@ a larger block through ``mmap`` whatever ``M_MMAP_MAX`` says (two IgNet programs
 LeNet-5's 4 ms steps at batch 32 ran 10-25% slower.
 
 It changes the whole process, so jigcnn never does it on import: the experiments and the bench
-call it at start (``JIGCNN_RETAIN_MEMORY=0`` opts out), and a user's own script may.
+call it at start, ``jigcnn.train.fit`` when it begins (``retain_memory=False`` skips it), and a
+user's own script may (``JIGCNN_RETAIN_MEMORY=0`` opts out of all of these).
 Elsewhere than glibc (macOS, Windows, musl) it does nothing and returns False.
 """
 
