@@ -129,9 +129,16 @@ def banded_kernel(w, t: int):
     return wb.reshape(kh * (t + kw - 1) * cin, t * cout)
 
 
-def _with_ones(xb):
-    """xb with a trailing column of ones (the bias row of the banded kernel multiplies it)."""
-    return jnp.concatenate([xb, jnp.ones((xb.shape[0], 1), xb.dtype)], axis=1)
+def _with_ones(xb, axis: int = 1):
+    """xb with a trailing column of ones (axis=0: a row, for transposed windows); the bias row multiplies it."""
+    shape = list(xb.shape)
+    shape[axis] = 1
+    return jnp.concatenate([xb, jnp.ones(shape, xb.dtype)], axis=axis)
+
+
+def _with_bias_row(wb, bias, t: int):
+    """The banded kernel with a last row holding `bias` for each of the t output columns."""
+    return jnp.concatenate([wb, jnp.tile(bias.astype(wb.dtype), t)[None]], axis=0)
 
 
 def conv_valid(x, w, bias=None, *, block: int | None = None):
@@ -155,11 +162,11 @@ def _banded_product(x, w, bias, t: int):
     n, h, wd, _ = x.shape
     kh, kw, _, cout = w.shape
     ho, wo = h - kh + 1, wd - kw + 1
-    xb, nb = _layer_windows(x, kh, kw, ho, wo, t), -(-wo // t)
+    nb = -(-wo // t)
+    xb = _layer_windows(x, kh, kw, ho, wo, t)
     wb = banded_kernel(w, t)
     if bias is not None:
-        xb = _with_ones(xb)
-        wb = jnp.concatenate([wb, jnp.tile(jnp.asarray(bias, wb.dtype), t)[None]], axis=0)
+        xb, wb = _with_ones(xb), _with_bias_row(wb, bias, t)
     y = (xb @ wb).reshape(n, ho, nb * t, cout)
     return y if nb * t == wo else y[:, :, :wo]
 
@@ -190,9 +197,8 @@ def _single_channel_conv_jvp(t, primals, tangents):
     xbt, nb = window_blocks_transposed(x, kh, kw, ho, wo, t)
     wbd = banded_kernel(jnp.zeros_like(w) if no_dw else dw, t)
     if bias is not None:
-        xbt = jnp.concatenate([xbt, jnp.ones((1, xbt.shape[1]), xbt.dtype)], axis=0)
-        db = jnp.zeros_like(bias) if no_db else dbias
-        wbd = jnp.concatenate([wbd, jnp.tile(db.astype(wbd.dtype), t)[None]], axis=0)
+        xbt = _with_ones(xbt, axis=0)
+        wbd = _with_bias_row(wbd, jnp.zeros_like(bias) if no_db else dbias, t)
     term = lax.dot_general(xbt, wbd, (((0,), (0,)), ((), ()))).reshape(n, ho, nb * t, cout)
     return y, dy + term[:, :, :wo]
 
@@ -219,9 +225,7 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
         # the windows laid out transposed: a plain product (IgNet step 1.12-1.27x; with 6 channels
         # the tap-by-tap gather was slower than reusing the forward pass's windows: LeNet-5 0.7x)
         xbt, _ = window_blocks_transposed(x, kh, kw, ho, wo, t)
-        if with_bias:
-            xbt = jnp.concatenate([xbt, jnp.ones((1, xbt.shape[1]), xbt.dtype)], axis=0)
-        g = xbt @ delta
+        g = (_with_ones(xbt, axis=0) if with_bias else xbt) @ delta
     else:
         xb = _layer_windows(x, kh, kw, ho, wo, t)
         g = (_with_ones(xb) if with_bias else xb).T @ delta
