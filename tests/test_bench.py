@@ -4,6 +4,8 @@ import math
 import pathlib
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -35,3 +37,20 @@ def test_vs_torch_without_torch_says_so(monkeypatch, capsys, tmp_path):
                       "--methods", "autodiff", "--no-cache", "--json", str(tmp_path / "b.json")])
     assert "PyTorch is not installed" in capsys.readouterr().err
     assert (tmp_path / "b.json").exists() and out["rows"][0]["autodiff_sps"] > 0
+
+
+def test_startup_measures_to_the_first_step_not_to_the_exit(monkeypatch):
+    """The child reports the wall-clock time of its first step; its exit (here 0.5 s later) is not counted."""
+    code = ("import time, sys\n"
+            "print('STARTUP', 0.25, 0.125, time.time())\n"
+            "sys.stdout.flush(); time.sleep(0.5)\n")
+    monkeypatch.setattr(bench, "_STARTUP_CODE", code)
+    s = bench.startup()
+    assert (s["setup_s"], s["first_step_s"]) == (0.25, 0.125)
+    assert 0 < s["process_to_first_step_s"] < s["process_wall_s"] - 0.4
+
+
+def test_startup_repeats_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--startup-repeats", "0"])
+    assert "--startup-repeats must be at least 1" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""Each fast kernel of jigcnn.fast against the plain formulation (lax convolution, x.T @ delta)."""
+"""Each fast kernel of jigcnn.fast against the plain formulation (lax convolution, x.T @ delta).
+
+The XLA formulations, with the native kernels off (those have their own tests, test_fast_native.py).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,13 @@ from jigcnn.backprop.conv import conv_input_gradient as plain_input_gradient
 from jigcnn.backprop.conv import conv_weight_gradient as plain_weight_gradient
 from jigcnn.fast import conv as fc
 from jigcnn.fast import dense as fd
+from jigcnn.fast import native
+
+
+@pytest.fixture(autouse=True)
+def _xla_formulation(monkeypatch):
+    """Native kernels off while tracing, so the banded GEMMs are what these tests check."""
+    monkeypatch.setattr(native, "ENABLED", False)
 
 # (N, H, W, Cin, Cout, kh, kw): IgNet Fig. 5, LeNet-5's two convs, odd sizes, non-square kernels
 SHAPES = [

@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from jigcnn.fast import native
 from jigcnn.fast.barrier import unfused
 
 # use the banded GEMM when kh*kw*Cin (one output's multiply count per output map) is at most this
@@ -173,7 +174,9 @@ def _banded_product(x, w, bias, t: int):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _single_channel_conv(x, w, bias, t: int):
-    """`_banded_product` for one input channel, whose kernel-tangent term reads transposed windows."""
+    """`_banded_product` for one input channel (the native kernel when it serves), whose kernel-tangent term reads transposed windows."""
+    if native.forward_eligible(x, w, bias):
+        return native.forward(x, w, bias, functools.partial(_banded_product, t=t))
     return _banded_product(x, w, bias, t)
 
 
@@ -207,12 +210,23 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
     """dL/dw of a valid, stride-1 convolution: sum over samples and positions of x-window * delta.
 
     `x` is the padded input (N, H, W, Cin), `delta` the deltas (N, Ho, Wo, Cout); returns
-    (kh, kw, Cin, Cout). One GEMM ``xb.T @ delta`` contracting over N*Ho*nb rows, then the
+    (kh, kw, Cin, Cout). For one input channel, float32 and a multiple of 16 maps, the native kernel
+    (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta`` contracting over N*Ho*nb rows, then the
     band summed back; for a single input channel the windows are built transposed
     (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``. With `with_bias`, returns
     (dw, db): the windows carry a column (row) of ones, as in `conv_valid(..., bias)`, and the
     bias gradient, the sum of the deltas, is the GEMM's last row.
     """
+    if x.shape[-1] == 1 and native.weight_gradient_eligible(x, delta, kernel_hw):
+        dw, db = native.weight_gradient(
+            x, delta, kernel_hw, functools.partial(_weight_gradient_gemm, kernel_hw=kernel_hw, block=block,
+                                                   with_bias=True))
+        return (dw, db) if with_bias else dw
+    return _weight_gradient_gemm(x, delta, kernel_hw=kernel_hw, block=block, with_bias=with_bias)
+
+
+def _weight_gradient_gemm(x, delta, *, kernel_hw, block, with_bias: bool):
+    """`conv_weight_gradient` as one GEMM over the window matrix (the XLA formulation)."""
     kh, kw = kernel_hw
     n, ho, wo, cout = delta.shape
     cin = x.shape[-1]

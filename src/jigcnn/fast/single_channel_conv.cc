@@ -1,0 +1,286 @@
+// Direct single-input-channel convolution kernels for XLA's CPU runtime (XLA FFI).
+//
+// Built on first use by jigcnn.fast.native (c++ -O3 -march=native) and called through
+// jax.ffi.ffi_call. Valid, stride-1 convolution of x (N, H, W, 1) with w (KH, KW, 1, C):
+//
+//   forward:          y[n, i, j, o] = b[o] + sum_{a, c} x[n, i + a, j + c] * w[a, c, o]
+//   weight gradient:  dw[a, c, o] = sum_{n, i, j} x[n, i + a, j + c] * d[n, i, j, o],
+//                     db[o] = sum_{n, i, j} d[n, i, j, o]
+//
+// The output maps are processed 16 at a time (one 512-bit vector, or two 256-bit ones):
+// the forward keeps P output positions' accumulators in registers and broadcasts each input
+// pixel against a vector of kernel taps; the weight gradient keeps all KH*KW tap
+// accumulators in registers and streams the deltas once. Samples are split across XLA's
+// intra-op thread pool; each worker's partial weight gradient is summed at the end in a
+// fixed order, so results do not depend on the thread schedule.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+
+// {s, ..., s}; written out so that the compiler may fold the load into the multiply-add
+inline vf broadcast(float s) { return vf{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+
+// Runs body(task) for task in [0, tasks) on the caller and the pool's threads; returns when all are done.
+// Workers claim tasks from a shared counter, so the caller finishes the work alone if no pool thread
+// is free; late workers find nothing left and only touch the shared state they co-own.
+template <typename Body>
+void parallel_for(ffi::ThreadPool& pool, int64_t tasks, Body body) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto state = std::make_shared<State>();
+  auto shared_body = std::make_shared<Body>(std::move(body));
+  auto work = [state, shared_body, tasks]() {
+    for (int64_t t = state->next.fetch_add(1); t < tasks; t = state->next.fetch_add(1)) {
+      (*shared_body)(t);
+      if (state->done.fetch_add(1) + 1 == tasks) {
+        std::lock_guard<std::mutex> lock(state->mu);
+        state->cv.notify_all();
+      }
+    }
+  };
+  int64_t helpers = std::min<int64_t>(pool.num_threads(), tasks - 1);
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(decltype(work)(work));
+  work();
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->cv.wait(lock, [&] { return state->done.load() == tasks; });
+}
+
+// Kernel taps (KH*KW) x C laid out as (KH*KW, groups, 16) with the maps past C zero.
+std::vector<float> padded_taps(const float* w, int64_t taps, int64_t c, int64_t groups) {
+  std::vector<float> out(taps * groups * kLanes, 0.0f);
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t o = 0; o < c; ++o) out[(t * groups + o / kLanes) * kLanes + o % kLanes] = w[t * c + o];
+  return out;
+}
+
+// P output positions of one row, one group of 16 maps: acc[p] = b + sum_{a, c} x[a][j + p + c] * w[a, c].
+template <int P>
+inline void forward_tile(const float* x, int64_t wd, int64_t kh, int64_t kw, const float* taps,
+                         int64_t groups, vf bias, vf* acc) {
+  for (int p = 0; p < P; ++p) acc[p] = bias;
+  for (int64_t a = 0; a < kh; ++a) {
+    const float* row = x + a * wd;
+    for (int64_t c = 0; c < kw; ++c) {
+      vf tap = load(taps + ((a * kw + c) * groups) * kLanes);
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p) acc[p] += broadcast(row[p + c]) * tap;
+    }
+  }
+}
+
+template <int P>
+inline void store_tile(float* y, int64_t c, int64_t g, int count, const vf* acc) {
+  int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
+  for (int p = 0; p < count; ++p) {
+    float* dst = y + p * c + g * kLanes;
+    if (lanes == kLanes) {
+      store(dst, acc[p]);
+    } else {
+      float tmp[kLanes];
+      store(tmp, acc[p]);
+      std::memcpy(dst, tmp, lanes * sizeof(float));
+    }
+  }
+}
+
+void forward_sample(const float* x, int64_t h, int64_t wd, int64_t kh, int64_t kw, int64_t c,
+                    const float* taps, const float* bias, float* y) {
+  constexpr int P = 8;
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1, groups = (c + kLanes - 1) / kLanes;
+  vf acc[P];
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* tg = taps + g * kLanes;
+    vf b = load(bias + g * kLanes);
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* xr = x + i * wd;
+      float* yr = y + i * wo * c;
+      int64_t j = 0;
+      for (; j + P <= wo; j += P) {
+        forward_tile<P>(xr + j, wd, kh, kw, tg, groups, b, acc);
+        store_tile<P>(yr + j * c, c, g, P, acc);
+      }
+      for (; j < wo; ++j) {  // the row's last (wo mod P) positions, one at a time
+        forward_tile<1>(xr + j, wd, kh, kw, tg, groups, b, acc);
+        store_tile<1>(yr + j * c, c, g, 1, acc);
+      }
+    }
+  }
+}
+
+// Partial weight gradient of samples [n0, n1) for one group of 16 maps, KH*KW taps known at compile time.
+template <int KH, int KW>
+void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
+                           int64_t c, int64_t g, float* dw, float* db) {
+  const int64_t ho = h - KH + 1, wo = wd - KW + 1;
+  const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
+  vf acc[KH * KW];
+  vf accb{};
+#pragma GCC unroll 64
+  for (int t = 0; t < KH * KW; ++t) acc[t] = vf{};
+  float tmp[kLanes] = {0};
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* xr = x + (n * h + i) * wd;
+      const float* dr = d + ((n * ho + i) * wo) * c + g * kLanes;
+      for (int64_t j = 0; j < wo; ++j) {
+        vf dv;
+        if (lanes == kLanes) {
+          dv = load(dr + j * c);
+        } else {
+          std::memcpy(tmp, dr + j * c, lanes * sizeof(float));
+          dv = load(tmp);
+        }
+        accb += dv;
+#pragma GCC unroll 64
+        for (int a = 0; a < KH; ++a)
+#pragma GCC unroll 16
+          for (int cc = 0; cc < KW; ++cc) acc[a * KW + cc] += broadcast(xr[a * wd + j + cc]) * dv;
+      }
+    }
+  }
+#pragma GCC unroll 64
+  for (int t = 0; t < KH * KW; ++t) store(dw + t * kLanes, acc[t]);
+  store(db, accb);
+}
+
+// The same for any kernel size (accumulators in memory).
+void weight_gradient_range_any(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
+                               int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw, float* db) {
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1;
+  const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
+  std::vector<vf> acc(kh * kw, vf{});
+  vf accb{};
+  float tmp[kLanes] = {0};
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* xr = x + (n * h + i) * wd;
+      const float* dr = d + ((n * ho + i) * wo) * c + g * kLanes;
+      for (int64_t j = 0; j < wo; ++j) {
+        std::memcpy(tmp, dr + j * c, lanes * sizeof(float));
+        vf dv = load(tmp);
+        accb += dv;
+        for (int64_t a = 0; a < kh; ++a)
+          for (int64_t cc = 0; cc < kw; ++cc) acc[a * kw + cc] += broadcast(xr[a * wd + j + cc]) * dv;
+      }
+    }
+  for (int64_t t = 0; t < kh * kw; ++t) store(dw + t * kLanes, acc[t]);
+  store(db, accb);
+}
+
+void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
+                          int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw, float* db) {
+  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5>(x, d, n0, n1, h, wd, c, g, dw, db);
+  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3>(x, d, n0, n1, h, wd, c, g, dw, db);
+  weight_gradient_range_any(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
+}
+
+ffi::Error check_single_channel(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
+  auto xd = x.dimensions();
+  if (xd.size() != 4 || xd[3] != 1) return ffi::Error::InvalidArgument("x must be (N, H, W, 1)");
+  if (xd[1] < kh || xd[2] < kw) return ffi::Error::InvalidArgument("kernel larger than the input");
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y) {
+  auto wdims = w.dimensions();
+  if (wdims.size() != 4 || wdims[2] != 1) return ffi::Error::InvalidArgument("w must be (KH, KW, 1, C)");
+  const int64_t kh = wdims[0], kw = wdims[1], c = wdims[3];
+  if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
+  auto xd = x.dimensions();
+  const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = h - kh + 1, wo = wd - kw + 1;
+  const int64_t groups = (c + kLanes - 1) / kLanes;
+  std::vector<float> taps = padded_taps(w.typed_data(), kh * kw, c, groups);
+  std::vector<float> bias(groups * kLanes, 0.0f);
+  std::memcpy(bias.data(), b.typed_data(), c * sizeof(float));
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  parallel_for(pool, n, [=, &taps, &bias](int64_t s) {
+    forward_sample(xp + s * h * wd, h, wd, kh, kw, c, taps.data(), bias.data(), yp + s * ho * wo * c);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> d,
+                              ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db) {
+  auto dd = d.dimensions();
+  auto xd = x.dimensions();
+  if (dd.size() != 4 || xd.size() != 4 || dd[0] != xd[0])
+    return ffi::Error::InvalidArgument("x must be (N, H, W, 1) and d (N, Ho, Wo, C)");
+  const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = dd[1], wo = dd[2], c = dd[3];
+  const int64_t kh = h - ho + 1, kw = wd - wo + 1;
+  if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
+  const int64_t groups = (c + kLanes - 1) / kLanes;
+  // fixed chunks of samples (not one per thread), each with its own partial sums, added in order
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(16, n));
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const int64_t part = (kh * kw + 1) * kLanes;
+  std::vector<float> partial(chunks * groups * part);
+  const float* xp = x.typed_data();
+  const float* dp = d.typed_data();
+  float* pp = partial.data();
+  parallel_for(pool, chunks * groups, [=](int64_t task) {
+    const int64_t k = task / groups, g = task % groups;
+    float* out = pp + task * part;
+    weight_gradient_part(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, kh, kw, c, g, out,
+                         out + kh * kw * kLanes);
+  });
+  float* dwp = dw->typed_data();
+  float* dbp = db->typed_data();
+  std::fill(dwp, dwp + kh * kw * c, 0.0f);
+  std::fill(dbp, dbp + c, 0.0f);
+  for (int64_t k = 0; k < chunks; ++k)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* src = pp + (k * groups + g) * part;
+      const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
+      for (int64_t t = 0; t < kh * kw; ++t)
+        for (int64_t l = 0; l < lanes; ++l) dwp[t * c + g * kLanes + l] += src[t * kLanes + l];
+      for (int64_t l = 0; l < lanes; ++l) dbp[g * kLanes + l] += src[kh * kw * kLanes + l];
+    }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnSingleChannelConvForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnSingleChannelConvWeightGradient, WeightGradientImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

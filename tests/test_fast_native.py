@@ -1,0 +1,194 @@
+"""The native single-channel convolution kernels (jigcnn.fast.native) against XLA's convolution."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jigcnn import zoo
+from jigcnn.backprop.conv import conv_weight_gradient as plain_weight_gradient
+from jigcnn.fast import conv as fc
+from jigcnn.fast import native
+from jigcnn.grad import value_and_grad
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _native_on():
+    if not native.available():
+        pytest.skip(f"native kernels unavailable: {native._STATE.get('error', 'switched off (JIGCNN_NATIVE=0)')}")
+
+
+def _arrays(n, h, w, cout, kh, kw, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, h, w, 1)).astype(dtype)
+    k = rng.standard_normal((kh, kw, 1, cout)).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    d = rng.standard_normal((n, h - kh + 1, w - kw + 1, cout)).astype(dtype)
+    return tuple(jnp.asarray(a) for a in (x, k, b, d))
+
+
+def _close(a, b, tol=2e-5):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = float(jnp.max(jnp.abs(b))) or 1.0
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * scale)
+
+
+def _calls(fn, *args, target="jigcnn_single_channel_conv"):
+    """How many times the lowered program calls the native kernels."""
+    return jax.jit(fn).lower(*args).as_text().count(target)
+
+
+# (N, H, W, Cout, kh, kw): IgNet's first conv, LeNet-5's, two groups of 16 maps with a partial
+# one, a non-square kernel, rows shorter than one 8-position tile
+SHAPES = [(3, 58, 36, 16, 5, 5), (2, 32, 32, 6, 5, 5), (2, 9, 14, 20, 3, 3), (3, 7, 9, 33, 4, 2),
+          (2, 6, 6, 16, 2, 2)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_equals_lax(shape, with_bias):
+    x, k, b, _ = _arrays(*shape)
+    b = b if with_bias else None
+    fn = lambda x, k: fc.conv_valid(x, k, b)  # noqa: E731
+    assert _calls(fn, x, k) == 1
+    _close(jax.jit(fn)(x, k), native.reference_forward(x, k, b))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_weight_gradient_kernel_equals_plain(shape):
+    """The kernel itself, for any number of maps (the library routes only multiples of 16 to it)."""
+    x, k, _, d = _arrays(*shape, seed=1)
+    kh, kw = k.shape[:2]
+    dw, db = jax.jit(lambda x, d: native._ffi_weight_gradient(x, d, kh, kw))(x, d)
+    _close(dw, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+    _close(db, d.sum(axis=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] % 16 == 0])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_weight_gradient_uses_native(shape, with_bias):
+    x, k, _, d = _arrays(*shape, seed=2)
+    kh, kw = k.shape[:2]
+    fn = lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), with_bias=with_bias)  # noqa: E731
+    assert _calls(fn, x, d) == 1
+    got = jax.jit(fn)(x, d)
+    want = plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1))
+    if with_bias:
+        _close(got[0], want)
+        _close(got[1], d.sum(axis=(0, 1, 2)))
+    else:
+        _close(got, want)
+
+
+def test_eligibility():
+    x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
+    assert native.forward_eligible(x, k, b) and native.weight_gradient_eligible(x, d, (5, 5))
+    assert not native.weight_gradient_eligible(x, d[..., :6], (5, 5))  # 6 maps: XLA's GEMM
+    assert not native.weight_gradient_eligible(x, d, (3, 3))  # shapes that do not fit the kernel
+    x3 = jnp.concatenate([x, x], axis=-1)
+    assert not native.forward_eligible(x3, k) and _calls(lambda x, k: fc.conv_valid(x, jnp.concatenate(
+        [k, k], axis=2)), x3, k) == 0
+    assert not native.forward_eligible(x, k.astype(jnp.bfloat16))
+
+
+def test_float64_takes_the_xla_formulation(x64):
+    x, k, b, d = _arrays(2, 12, 12, 16, 5, 5, dtype=np.float64)
+    assert not native.forward_eligible(x, k, b)
+    assert _calls(lambda x, k: fc.conv_valid(x, k, b), x, k) == 0
+    assert _calls(lambda x, d: fc.conv_weight_gradient(x, d, (5, 5)), x, d) == 0
+
+
+def test_switched_off(monkeypatch):
+    monkeypatch.setattr(native, "ENABLED", False)
+    x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
+    assert not native.available()
+    assert _calls(lambda x, k: fc.conv_valid(x, k, b), x, k) == 0
+
+
+def test_deterministic_and_independent_of_batch_split():
+    """40 samples are summed in three fixed chunks: bit-identical on every call."""
+    x, k, _, d = _arrays(40, 20, 20, 16, 5, 5, seed=3)
+    wg = jax.jit(lambda x, d: native._ffi_weight_gradient(x, d, 5, 5))
+    first = wg(x, d)
+    for _ in range(3):
+        again = wg(x, d)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_autodiff_jvp_and_vmap_through_native_forward():
+    """The custom JVP keeps forward mode and reverse mode working when the primal is native."""
+    x, k, b, d = _arrays(2, 16, 14, 16, 5, 5, seed=4)
+    ref = lambda x, k, b: native.reference_forward(x, k, b)  # noqa: E731
+    fast = lambda x, k, b: fc.conv_valid(x, k, b)  # noqa: E731
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.tanh(fast(*a)) * d), argnums=(0, 1, 2)))(x, k, b)
+    want = jax.grad(lambda *a: jnp.sum(jnp.tanh(ref(*a)) * d), argnums=(0, 1, 2))(x, k, b)
+    for g, w in zip(grads, want):
+        _close(g, w)
+    tangents = _arrays(2, 16, 14, 16, 5, 5, seed=5)[:3]
+    for g, w in zip(jax.jit(lambda *a: jax.jvp(fast, a[:3], a[3:]))(x, k, b, *tangents),
+                    jax.jvp(ref, (x, k, b), tangents)):
+        _close(g, w)
+    per_sample = jax.jit(jax.vmap(lambda x: fast(x[None], k, b)[0]))(x)
+    _close(per_sample, ref(x, k, b))
+
+
+def test_hand_written_gradients_with_native_kernels_equal_autodiff():
+    """IgNet's net in float32: hand-written (native forward + weight gradient) against jax.grad."""
+    model = zoo.ignet_fig5(10, head_activation=None)
+    params, state = model.init(jax.random.key(0))
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.random((4, *model.shapes()[0])).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, 4).astype(np.int32))
+
+    def grads(method):
+        fn = value_and_grad(model, "softmax_cross_entropy", method)
+        return jax.jit(lambda p, x, y: fn(p, state, x, y, train=True, key=jax.random.key(1)))(params, x, y)
+
+    manual_fn = value_and_grad(model, "softmax_cross_entropy", "manual")
+    lowered = jax.jit(lambda p: manual_fn(p, state, x, y, train=True, key=jax.random.key(1))).lower(params)
+    assert lowered.as_text().count("jigcnn_single_channel_conv") == 2  # forward and weight gradient
+    (loss_m, _), g_m = grads("manual")
+    (loss_a, _), g_a = grads("autodiff")
+    np.testing.assert_allclose(float(loss_m), float(loss_a), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_m), jax.tree.leaves(g_a)):
+        _close(a, b, tol=1e-4)
+
+
+def test_build_is_cached_and_named_by_its_inputs():
+    path = native.build()
+    assert path.exists() and native.build() == path
+    assert path == native.library_path(os.environ.get("CXX") or "c++")
+    assert native.library_path("g++-9") != native.library_path("c++")
+
+
+def test_failed_build_names_the_compiler_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    with pytest.raises(RuntimeError, match="compiling single_channel_conv.cc failed"):
+        native.build(compiler="false")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler: 'no-such-compiler-xyz'"):
+        native.build(compiler="no-such-compiler-xyz")
+
+
+def test_without_a_compiler_the_xla_formulation_runs(tmp_path):
+    code = ("import warnings, jax, jax.numpy as jnp\n"
+            "from jigcnn.fast import conv as fc, native\n"
+            "x = jnp.ones((2, 9, 9, 1)); k = jnp.ones((3, 3, 1, 16))\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    y = fc.conv_valid(x, k)\n"
+            "assert float(y[0, 0, 0, 0]) == 9.0 and not native.available()\n"
+            "print([str(m.message) for m in w])\n")
+    env = dict(os.environ, CXX="no-such-compiler-xyz", JIGCNN_NATIVE_CACHE=str(tmp_path),
+               PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "native kernels unavailable, using the XLA formulation: no C++ compiler" in out.stdout
