@@ -220,3 +220,30 @@ def test_dense_matmul_derivatives_equal_plain(x64, n, dim, features):
     hvp = jax.jit(lambda v: jax.jvp(jax.grad(loss(fd.matmul), argnums=1), (x, k), (dx, v))[1])(dk)
     want = jax.jvp(jax.grad(loss(jnp.matmul), argnums=1), (x, k), (dx, dk))[1]
     _close(hvp, want, tol=1e-10)
+
+
+@pytest.mark.parametrize("order", ["jacrev-jacrev", "jacfwd-jacfwd", "jacrev-jacfwd"])
+def test_single_channel_kernel_term_second_order(x64, order):
+    """The kernel-tangent primitive (fast.kernel_tangent) under every nesting of forward and reverse mode."""
+    x, k, d = _arrays((2, 7, 8, 1, 3, 3, 3), dtype=np.float64)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]))
+    outer, inner = (getattr(jax, name) for name in order.split("-"))
+    args = (0, 1, 2)
+
+    def second(conv):
+        return jax.jit(outer(inner(lambda x, k, b: jnp.sum(jnp.tanh(conv(x, k, b)) * d), args), args))
+
+    got = second(lambda x, k, b: fc.conv_valid(x, k, b))(x, k, b)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(second(_lax_conv)(x, k, b))):
+        _close(g, r, tol=1e-10)
+
+
+@pytest.mark.parametrize("argnums", [1, 2, (0, 2)])
+def test_single_channel_partial_gradients(x64, argnums):
+    """Gradients with respect to part of (x, kernel, bias): the others stay constants in the transpose."""
+    x, k, d = _arrays((2, 7, 8, 1, 3, 3, 3), dtype=np.float64)
+    b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]))
+    got = jax.jit(jax.grad(lambda x, k, b: jnp.sum(fc.conv_valid(x, k, b) * d), argnums))(x, k, b)
+    want = jax.grad(lambda x, k, b: jnp.sum(_lax_conv(x, k, b) * d), argnums)(x, k, b)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        _close(g, r, tol=1e-12)

@@ -192,3 +192,21 @@ def test_without_a_compiler_the_xla_formulation_runs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "native kernels unavailable, using the XLA formulation: no C++ compiler" in out.stdout
+
+
+@pytest.mark.parametrize("order", ["jacfwd-jacrev", "jacrev-jacrev", "jacfwd-jacfwd"])
+def test_second_order_through_native_kernels(order):
+    """The reverse pass runs the native weight gradient; differentiating it again takes its XLA JVP."""
+    x, k, b, _ = _arrays(2, 8, 9, 16, 3, 3, seed=7)
+    d = jnp.asarray(np.random.default_rng(8).standard_normal((2, 6, 7, 16)).astype(np.float32))
+    outer, inner = (getattr(jax, name) for name in order.split("-"))
+    args = (0, 1, 2)
+
+    def second(conv):
+        return jax.jit(outer(inner(lambda x, k, b: jnp.sum(jnp.tanh(conv(x, k, b)) * d), args), args))
+
+    fast = lambda x, k, b: fc.conv_valid(x, k, b)  # noqa: E731
+    if order != "jacfwd-jacfwd":
+        assert _calls(jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fast(x, k, b)) * d), 1), x, k, b) == 2
+    for g, r in zip(jax.tree.leaves(second(fast)(x, k, b)), jax.tree.leaves(second(native.reference_forward)(x, k, b))):
+        _close(g, r, tol=1e-4)

@@ -172,12 +172,17 @@ def _banded_product(x, w, bias, t: int):
     return y if nb * t == wo else y[:, :, :wo]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _single_channel_conv(x, w, bias, t: int):
-    """`_banded_product` for one input channel (the native kernel when it serves), whose kernel-tangent term reads transposed windows."""
+def single_channel_forward(x, w, bias, t: int):
+    """`conv_valid` of a single-channel `x` with block width `t`: the native kernel when it serves, else the banded GEMM."""
     if native.forward_eligible(x, w, bias):
         return native.forward(x, w, bias, functools.partial(_banded_product, t=t))
     return _banded_product(x, w, bias, t)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _single_channel_conv(x, w, bias, t: int):
+    """`single_channel_forward`, whose kernel-tangent term reverse mode turns into the weight gradient."""
+    return single_channel_forward(x, w, bias, t)
 
 
 @functools.partial(_single_channel_conv.defjvp, symbolic_zeros=True)
@@ -192,18 +197,13 @@ def _single_channel_conv_jvp(t, primals, tangents):
     no_db = bias is None or isinstance(dbias, SymbolicZero)
     if no_dw and no_db:
         return y, dy
-    # the term written as xbT.T @ wb_dot: reverse mode transposes it into the plain product
-    # xbT @ delta (XLA's CPU dot of xb.T @ delta, both contracted over rows, ran ~2x slower)
-    n, h, wd, _ = x.shape
-    kh, kw, _, cout = w.shape
-    ho, wo = h - kh + 1, wd - kw + 1
-    xbt, nb = window_blocks_transposed(x, kh, kw, ho, wo, t)
-    wbd = banded_kernel(jnp.zeros_like(w) if no_dw else dw, t)
-    if bias is not None:
-        xbt = _with_ones(xbt, axis=0)
-        wbd = _with_bias_row(wbd, jnp.zeros_like(bias) if no_db else dbias, t)
-    term = lax.dot_general(xbt, wbd, (((0,), (0,)), ((), ()))).reshape(n, ho, nb * t, cout)
-    return y, dy + term[:, :, :wo]
+    # one primitive whose transpose is `conv_weight_gradient` (the native kernel on the CPU; the
+    # transposed-window product otherwise, ~2x faster than XLA's xb.T @ delta)
+    from jigcnn.fast.kernel_tangent import kernel_term
+
+    dw = jnp.zeros_like(w) if no_dw else dw
+    db = jnp.zeros((w.shape[-1],), w.dtype) if no_db else dbias
+    return y, dy + kernel_term(x, dw, db, block=t)
 
 
 def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_bias: bool = False):

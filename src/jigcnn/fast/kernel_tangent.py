@@ -1,0 +1,111 @@
+"""The kernel-tangent term of a single-channel convolution, a primitive whose transpose is the weight gradient.
+
+In forward mode a convolution's tangent has a term ``conv(x, dw) + db`` for the kernel and bias
+tangents. Reverse mode transposes that term into the weight gradient. Written with XLA
+operations, JAX derives the transpose itself; here the term is one primitive,
+``kernel_term_p``, with the transpose given explicitly, so reverse mode can run the native
+weight-gradient kernel (`fast.native`) while forward mode, vmap and higher derivatives keep
+working through the XLA formulation:
+
+* evaluating the term runs `conv.conv_valid` (native forward when it serves);
+* its JVP is ``kernel_term(x, ddw, ddb) + conv(dx, dw)`` (the term is bilinear in x and dw);
+* its transpose with respect to (dw, db) is `weight_gradient(x, ct)`, whose own JVP is the
+  XLA formulation, so the transposed program can be differentiated again;
+* under vmap it runs the XLA formulation, vectorised.
+
+Tested in float64 against XLA's convolution (JVP, Hessians, vmap) and in float32 with the
+native kernels (tests/test_fast_conv.py, tests/test_fast_native.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+kernel_term_p = Primitive("jigcnn_single_channel_kernel_term")
+
+
+def kernel_term(x, dw, db, *, block: int):
+    """``conv_valid(x, dw, db)`` for a single-channel `x`, linear in (dw, db); reverse mode gives the weight gradient."""
+    return kernel_term_p.bind(x, dw, db, block=block)
+
+
+def _evaluate(x, dw, db, *, block: int):
+    from jigcnn.fast import conv
+
+    return conv.single_channel_forward(x, dw, db, block)
+
+
+def _abstract(x, dw, db, *, block: int):
+    n, h, w, _ = x.shape
+    kh, kw, _, c = dw.shape
+    return jax.core.ShapedArray((n, h - kh + 1, w - kw + 1, c), jnp.result_type(x, dw, db))
+
+
+def _jvp(primals, tangents, *, block: int):
+    from jigcnn.fast import conv
+
+    x, dw, db = primals
+    tx, tdw, tdb = tangents
+    out = kernel_term(x, dw, db, block=block)
+    dout = ad.Zero.from_primal_value(out)
+    if not (type(tdw) is ad.Zero and type(tdb) is ad.Zero):
+        dout = kernel_term(x, ad.instantiate_zeros(tdw), ad.instantiate_zeros(tdb), block=block)
+    if type(tx) is not ad.Zero:
+        dx_term = conv._banded_product(tx, dw, None, block)
+        dout = dx_term if type(dout) is ad.Zero else dout + dx_term
+    return out, dout
+
+
+def _transpose(ct, x, dw, db, *, block: int):
+    if ad.is_undefined_primal(x):
+        raise NotImplementedError("kernel_term is linear in the kernel and bias tangents only, not in x")
+    kh, kw = (dw.aval if ad.is_undefined_primal(dw) else dw).shape[:2]
+    if type(ct) is ad.Zero:
+        gw = gb = None
+    else:
+        gw, gb = weight_gradient(x, ct, kh, kw, block)
+    return [None, gw if ad.is_undefined_primal(dw) else None, gb if ad.is_undefined_primal(db) else None]
+
+
+def _batch(args, dims, *, block: int):
+    from jigcnn.fast import conv
+
+    fn = functools.partial(conv._banded_product, t=block)
+    return jax.vmap(fn, in_axes=dims)(*args), 0
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def weight_gradient(x, delta, kh: int, kw: int, block: int):
+    """(dw, db) of a single-channel conv (native when it serves); its JVP is the XLA formulation."""
+    from jigcnn.fast import conv
+
+    return conv.conv_weight_gradient(x, delta, (kh, kw), block=block, with_bias=True)
+
+
+@weight_gradient.defjvp
+def _weight_gradient_jvp(kh, kw, block, primals, tangents):
+    from jigcnn.fast import conv
+
+    x, delta = primals
+    tx, td = tangents
+    gemm = functools.partial(conv._weight_gradient_gemm, kernel_hw=(kh, kw), block=block)
+    out = weight_gradient(x, delta, kh, kw, block)
+    # dw is bilinear in (x, delta); db = sum(delta) does not depend on x
+    tangent_w = gemm(tx, delta, with_bias=False)
+    more_w, tangent_b = gemm(x, td, with_bias=True)
+    return out, (tangent_w + more_w, tangent_b)
+
+
+kernel_term_p.def_impl(_evaluate)
+kernel_term_p.def_abstract_eval(_abstract)
+mlir.register_lowering(kernel_term_p, mlir.lower_fun(_evaluate, multiple_results=False))
+ad.primitive_jvps[kernel_term_p] = _jvp
+ad.primitive_transposes[kernel_term_p] = _transpose
+batching.primitive_batchers[kernel_term_p] = _batch
+
+__all__ = ["kernel_term", "kernel_term_p", "weight_gradient"]
