@@ -148,8 +148,9 @@ def conv_valid(x, w, bias=None, *, block: int | None = None):
     Equal to ``lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO",
     "NHWC")) + bias``. The bias rides in the GEMM (a column of ones in the windows, a bias row
     in the kernel), which saves a pass over the output (measured ~20% of IgNet's step at batch 256).
-    For a single input channel, differentiating it gives the weight gradient as a plain product
-    with the windows laid out transposed (as the hand-written `conv_weight_gradient` does).
+    For a single input channel in float32 on the CPU the native kernel computes it (`fast.native`),
+    and differentiating it gives `conv_weight_gradient` (native too, or the plain product on
+    transposed windows) through `fast.kernel_tangent`.
     """
     t = block_width(x.shape[2] - w.shape[1] + 1, w.shape[1], block)
     bias = None if bias is None else jnp.asarray(bias)
