@@ -83,6 +83,20 @@ def _dp(args):
     step_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)))
     shard_count = len(jax.tree.leaves(p2)[0].sharding.device_set)
+    # the single-channel conv's native kernel: in the one-device program, not in the partitioned ones
+    from jigcnn.train.parallel import batch_sharding
+    from jigcnn.train.step import make_eval_fn
+
+    def native_calls(fn, *a):
+        return fn.lower(*a).as_text().count("jigcnn_single_channel_conv")
+
+    step_args = (p, s, o, x[:32], y[:32], jax.random.key(3))
+    rows = np.arange(32, dtype=np.int32)
+    ev_one = jax.jit(make_eval_fn(m, "softmax_cross_entropy", eval_batch_size=16))
+    ev_two = jax.jit(make_eval_fn(m, "softmax_cross_entropy", eval_batch_size=16, batch_sharding=batch_sharding(mesh)))
+    native = {"one": native_calls(one, *step_args), "two": native_calls(two, *step_args),
+              "eval_one": native_calls(ev_one, p, s, x[:32], y[:32], rows, 32),
+              "eval_two": native_calls(ev_two, p, s, x[:32], y[:32], rows, 32)}
     # a short fit, one device vs the mesh
     kw = dict(epochs=2, key=jax.random.key(1), loss="softmax_cross_entropy", progress=False)
     r1 = fit(m, p, s, tx, (x[:96], y[:96]), (x[96:], y[96:]), **kw)
@@ -90,7 +104,7 @@ def _dp(args):
     fit_diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                    for a, b in zip(jax.tree.leaves(r1.params), jax.tree.leaves(r2.params)))
     out = {"fit_devices": len(jax.tree.leaves(r2.params)[0].sharding.device_set), "step_diff": step_diff, "loss": [float(m1["loss"]), float(m2["loss"])], "devices": shard_count,
-           "fit_diff": fit_diff, "h1": r1.history.metrics(), "h2": r2.history.metrics()}
+           "fit_diff": fit_diff, "h1": r1.history.metrics(), "h2": r2.history.metrics(), "native": native}
     pathlib.Path(args.out).write_text(json.dumps(out))
 
 

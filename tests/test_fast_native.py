@@ -212,3 +212,19 @@ def test_second_order_through_native_kernels(order):
     assert _calls(jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fast(x, k, b)) * d), 1), x, k, b) == 2
     for g, r in zip(jax.tree.leaves(second(fast)(x, k, b)), jax.tree.leaves(second(native.reference_forward)(x, k, b))):
         _close(g, r, tol=1e-4)
+
+
+def test_suspended_traces_the_xla_formulation_and_restores():
+    """(A fresh function each time: jit keeps one trace per function, made under the state of its first call.)"""
+    x, k, b, _ = _arrays(2, 12, 12, 16, 5, 5)
+
+    def calls():
+        return _calls(lambda x, k: fc.conv_valid(x, k, b), x, k)
+
+    with native.suspended():
+        assert not native.available() and calls() == 0
+        with native.suspended(False):  # an inner block cannot switch them back on
+            assert calls() == 0
+    with native.suspended(False):
+        assert calls() == 1
+    assert native.available() and calls() == 1

@@ -18,6 +18,7 @@ the XLA formulation (`jax.lax.platform_dependent` picks it per platform when low
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -42,6 +43,7 @@ _TARGETS = {"forward": "JigcnnSingleChannelConvForward",
             "weight_gradient": "JigcnnSingleChannelConvWeightGradient"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
+_SUSPENDED = threading.local()
 
 
 def cache_dir() -> pathlib.Path:
@@ -116,7 +118,24 @@ def _load() -> bool:
 
 def available() -> bool:
     """Whether the native kernels are on and loaded (building them on the first call)."""
-    return ENABLED and _load()
+    return ENABLED and not getattr(_SUSPENDED, "on", False) and _load()
+
+
+@contextlib.contextmanager
+def suspended(when: bool = True):
+    """Within this block (when `when`), functions traced in this thread use the XLA formulation.
+
+    For programs partitioned over several devices: XLA's partitioner does not split a custom
+    call, so it would gather a batch-sharded input onto every device and run the native kernel
+    on the whole batch there. jigcnn's data-parallel steps (`fit(mesh=...)`,
+    `data_parallel_train_step`) trace inside this block when the mesh has several devices.
+    """
+    previous = getattr(_SUSPENDED, "on", False)
+    _SUSPENDED.on = previous or bool(when)
+    try:
+        yield
+    finally:
+        _SUSPENDED.on = previous
 
 
 def _float32(*arrays) -> bool:
@@ -178,4 +197,4 @@ def reference_forward(x, w, bias):
 
 
 __all__ = ["ENABLED", "SOURCE", "available", "build", "cache_dir", "forward", "forward_eligible",
-           "library_path", "reference_forward", "weight_gradient", "weight_gradient_eligible"]
+           "library_path", "reference_forward", "suspended", "weight_gradient", "weight_gradient_eligible"]

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jigcnn.fast import native
 from jigcnn.train.loop import History, _progress_bar
 from jigcnn.train.stopping import resolve_epochs_and_monitor
 from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
@@ -79,7 +80,8 @@ def data_parallel_train_step(model, loss, optimizer: optax.GradientTransformatio
     rep, bat = replicated(mesh), batch_sharding(mesh, axis)
 
     def step(params, state, opt_state, x, y, key):
-        return update(params, state, opt_state, x, y, key, True)
+        with native.suspended(mesh.size > 1):  # XLA would run the native kernels on the gathered batch
+            return update(params, state, opt_state, x, y, key, True)
 
     return jax.jit(step, in_shardings=(rep, rep, rep, bat, bat, rep), out_shardings=(rep, rep, rep, rep),
                    donate_argnums=(0, 2) if donate else ())

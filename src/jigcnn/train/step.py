@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from jigcnn import metrics as _metrics
+from jigcnn.fast import native
 from jigcnn.grad import resolve_loss, value_and_grad
 from jigcnn.xla_options import resolve_compiler_options
 
@@ -59,6 +60,11 @@ def resolve_metrics(metrics: Sequence[str | tuple[str, MetricFn]] | None) -> tup
     if len(set(names)) != len(names) or "loss" in names:
         raise ValueError(f"metric names must be unique and not 'loss': {names}")
     return tuple(out)
+
+
+def _partitioned(batch_sharding) -> bool:
+    """Whether the batch is split over several devices (then the native kernels are suspended while tracing)."""
+    return batch_sharding is not None and batch_sharding.mesh.size > 1
 
 
 def _all_finite(tree) -> jax.Array:
@@ -243,7 +249,8 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
             xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
             yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
         live = jnp.logical_and(jnp.logical_and(active, s < n_steps), bad_step < 0)
-        params, state, opt_state, m = update(params, state, opt_state, xb, yb, k_fwd, live)
+        with native.suspended(_partitioned(batch_sharding)):
+            params, state, opt_state, m = update(params, state, opt_state, xb, yb, k_fwd, live)
         first_bad = jnp.logical_and(live, jnp.logical_not(m["ok"]))
         bad_step = jnp.where(first_bad, s, bad_step)
         bad_loss = jnp.where(first_bad, m["loss_finite"], bad_loss)
@@ -332,7 +339,8 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
             xb, yb = x_all[idx], y_all[idx]
             if batch_sharding is not None and chunk % batch_sharding.mesh.size == 0:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
-            out, _ = model.apply(params, state, xb, train=False, key=None)
+            with native.suspended(_partitioned(batch_sharding)):
+                out, _ = model.apply(params, state, xb, train=False, key=None)
             return {n: sums[n] + jnp.sum(jnp.where(w > 0, f(out, yb).astype(jnp.float32), 0.0))
                     for n, f in per_sample}, None
 
