@@ -228,3 +228,12 @@ def test_suspended_traces_the_xla_formulation_and_restores():
     with native.suspended(False):
         assert calls() == 1
     assert native.available() and calls() == 1
+
+
+def test_lowering_for_another_platform_takes_the_xla_formulation():
+    """`lax.platform_dependent`: a program lowered for CUDA (possible without a GPU) has no CPU custom call."""
+    x, k, b, _ = _arrays(2, 12, 12, 16, 5, 5)
+    f = jax.jit(jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fc.conv_valid(x, k, b))), argnums=(1, 2)))
+    traced = f.trace(x, k, b)
+    assert traced.lower(lowering_platforms=("cpu",)).as_text().count("jigcnn_single_channel_conv") == 2
+    assert traced.lower(lowering_platforms=("cuda",)).as_text().count("jigcnn_single_channel_conv") == 0
