@@ -46,9 +46,10 @@ def _calls(fn, *args, target="jigcnn_single_channel_conv"):
 
 
 # (N, H, W, Cout, kh, kw): IgNet's first conv, LeNet-5's, two groups of 16 maps with a partial
-# one, a non-square kernel, rows shorter than one 8-position tile
+# one, a non-square kernel, rows shorter than one 8-position tile, few maps on rows of exactly 16
+# columns
 SHAPES = [(3, 58, 36, 16, 5, 5), (2, 32, 32, 6, 5, 5), (2, 9, 14, 20, 3, 3), (3, 7, 9, 33, 4, 2),
-          (2, 6, 6, 16, 2, 2)]
+          (2, 6, 6, 16, 2, 2), (2, 12, 20, 3, 3, 5)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -63,7 +64,7 @@ def test_forward_equals_lax(shape, with_bias):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_weight_gradient_kernel_equals_plain(shape):
-    """The kernel itself, for any number of maps (the library routes only multiples of 16 to it)."""
+    """The kernel itself, for any number of maps (the library routes fewer than 16 or multiples of 16 to it)."""
     x, k, _, d = _arrays(*shape, seed=1)
     kh, kw = k.shape[:2]
     dw, db = jax.jit(lambda x, d: native._ffi_weight_gradient(x, d, kh, kw))(x, d)
@@ -71,7 +72,7 @@ def test_weight_gradient_kernel_equals_plain(shape):
     _close(db, d.sum(axis=(0, 1, 2)))
 
 
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] % 16 == 0])
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s[3] < 16 or s[3] % 16 == 0])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_conv_weight_gradient_uses_native(shape, with_bias):
     x, k, _, d = _arrays(*shape, seed=2)
@@ -90,7 +91,9 @@ def test_conv_weight_gradient_uses_native(shape, with_bias):
 def test_eligibility():
     x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
     assert native.forward_eligible(x, k, b) and native.weight_gradient_eligible(x, d, (5, 5))
-    assert not native.weight_gradient_eligible(x, d[..., :6], (5, 5))  # 6 maps: XLA's GEMM
+    assert native.weight_gradient_eligible(x, d[..., :6], (5, 5))  # few maps: vectorised over columns
+    d20 = jnp.concatenate([d, d[..., :4]], axis=-1)
+    assert not native.weight_gradient_eligible(x, d20, (5, 5))  # a part-empty last group of 16: XLA's GEMM
     assert not native.weight_gradient_eligible(x, d, (3, 3))  # shapes that do not fit the kernel
     x3 = jnp.concatenate([x, x], axis=-1)
     assert not native.forward_eligible(x3, k) and _calls(lambda x, k: fc.conv_valid(x, jnp.concatenate(

@@ -10,7 +10,8 @@
 // The output maps are processed 16 at a time (one 512-bit vector, or two 256-bit ones):
 // the forward keeps P output positions' accumulators in registers and broadcasts each input
 // pixel against a vector of kernel taps; the weight gradient keeps all KH*KW tap
-// accumulators in registers and streams the deltas once. Samples are split across XLA's
+// accumulators in registers and streams the deltas once. With fewer than 16 maps the weight
+// gradient is vectorised over 16 output columns instead, so that no lane runs empty. Samples are split across XLA's
 // intra-op thread pool; each worker's partial weight gradient is summed at the end in a
 // fixed order, so results do not depend on the thread schedule.
 
@@ -41,6 +42,15 @@ inline vf load(const float* p) {
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
 
 // {s, ..., s}; written out so that the compiler may fold the load into the multiply-add
+// The lanes' sum, added in a fixed order.
+inline float hsum(vf v) {
+  float lanes[kLanes];
+  store(lanes, v);
+  float total = 0.0f;
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  return total;
+}
+
 inline vf broadcast(float s) { return vf{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
 
 // Runs body(task) for task in [0, tasks) on the caller and the pool's threads; returns when all are done.
@@ -201,6 +211,46 @@ void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1
   weight_gradient_range_any(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
 }
 
+// Fewer than 16 maps: vectorised over 16 output columns instead (the map vectors would run part
+// empty). Partial sums of samples [n0, n1): dw (KH*KW*C) then db (C). Each output row's deltas are
+// transposed to (map, column) and each input row copied with zeros past its end, so the vectors
+// past the row's last column multiply zeros.
+void weight_gradient_few_maps(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
+                              int64_t kh, int64_t kw, int64_t c, float* out) {
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1;
+  const int64_t nv = (wo + kLanes - 1) / kLanes;
+  std::vector<vf> dt(c * nv), acc(kh * kw * c, vf{}), accb(c, vf{});
+  std::vector<float> xrow(nv * kLanes + kw - 1, 0.0f);
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* dr = d + (n * ho + i) * wo * c;
+      for (int64_t o = 0; o < c; ++o) {
+        float col[kLanes];
+        for (int64_t v = 0; v < nv; ++v) {
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const int64_t j = v * kLanes + l;
+            col[l] = j < wo ? dr[j * c + o] : 0.0f;
+          }
+          dt[o * nv + v] = load(col);
+          accb[o] += dt[o * nv + v];
+        }
+      }
+      for (int64_t a = 0; a < kh; ++a) {
+        std::memcpy(xrow.data(), x + (n * h + i + a) * wd, wd * sizeof(float));
+        for (int64_t cc = 0; cc < kw; ++cc) {
+          vf* at = acc.data() + (a * kw + cc) * c;
+          for (int64_t v = 0; v < nv; ++v) {
+            const vf xv = load(xrow.data() + v * kLanes + cc);
+            for (int64_t o = 0; o < c; ++o) at[o] += xv * dt[o * nv + v];
+          }
+        }
+      }
+    }
+  }
+  for (int64_t t = 0; t < kh * kw * c; ++t) out[t] = hsum(acc[t]);
+  for (int64_t o = 0; o < c; ++o) out[kh * kw * c + o] = hsum(accb[o]);
+}
+
 ffi::Error check_single_channel(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
   auto xd = x.dimensions();
   if (xd.size() != 4 || xd[3] != 1) return ffi::Error::InvalidArgument("x must be (N, H, W, 1)");
@@ -237,14 +287,31 @@ ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = dd[1], wo = dd[2], c = dd[3];
   const int64_t kh = h - ho + 1, kw = wd - wo + 1;
   if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
-  const int64_t groups = (c + kLanes - 1) / kLanes;
   // fixed chunks of samples (not one per thread), each with its own partial sums, added in order
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(16, n));
   const int64_t chunks = (n + chunk - 1) / chunk;
-  const int64_t part = (kh * kw + 1) * kLanes;
-  std::vector<float> partial(chunks * groups * part);
   const float* xp = x.typed_data();
   const float* dp = d.typed_data();
+  float* dwp = dw->typed_data();
+  float* dbp = db->typed_data();
+  if (c < kLanes) {
+    const int64_t part = (kh * kw + 1) * c;
+    std::vector<float> partial(chunks * part);
+    float* pp = partial.data();
+    parallel_for(pool, chunks, [=](int64_t k) {
+      weight_gradient_few_maps(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, kh, kw, c, pp + k * part);
+    });
+    std::fill(dwp, dwp + kh * kw * c, 0.0f);
+    std::fill(dbp, dbp + c, 0.0f);
+    for (int64_t k = 0; k < chunks; ++k) {
+      for (int64_t t = 0; t < kh * kw * c; ++t) dwp[t] += pp[k * part + t];
+      for (int64_t o = 0; o < c; ++o) dbp[o] += pp[k * part + kh * kw * c + o];
+    }
+    return ffi::Error::Success();
+  }
+  const int64_t groups = (c + kLanes - 1) / kLanes;
+  const int64_t part = (kh * kw + 1) * kLanes;
+  std::vector<float> partial(chunks * groups * part);
   float* pp = partial.data();
   parallel_for(pool, chunks * groups, [=](int64_t task) {
     const int64_t k = task / groups, g = task % groups;
@@ -252,8 +319,6 @@ ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
     weight_gradient_part(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, kh, kw, c, g, out,
                          out + kh * kw * kLanes);
   });
-  float* dwp = dw->typed_data();
-  float* dbp = db->typed_data();
   std::fill(dwp, dwp + kh * kw * c, 0.0f);
   std::fill(dbp, dbp + c, 0.0f);
   for (int64_t k = 0; k < chunks; ++k)
