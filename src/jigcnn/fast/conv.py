@@ -215,9 +215,9 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
     """dL/dw of a valid, stride-1 convolution: sum over samples and positions of x-window * delta.
 
     `x` is the padded input (N, H, W, Cin), `delta` the deltas (N, Ho, Wo, Cout); returns
-    (kh, kw, Cin, Cout). For one input channel, float32 and fewer than 16 maps or a multiple of 16, the native kernel
-    (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta`` contracting over N*Ho*nb rows, then the
-    band summed back; for a single input channel the windows are built transposed
+    (kh, kw, Cin, Cout). For one input channel in float32 with fewer than 16 maps or a multiple
+    of 16, the native kernel (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta``
+    contracting over N*Ho*nb rows, then the band summed back; for a single input channel the windows are built transposed
     (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``. With `with_bias`, returns
     (dw, db): the windows carry a column (row) of ones, as in `conv_valid(..., bias)`, and the
     bias gradient, the sum of the deltas, is the GEMM's last row.
