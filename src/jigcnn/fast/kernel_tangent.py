@@ -30,7 +30,7 @@ kernel_term_p = Primitive("jigcnn_single_channel_kernel_term")
 
 
 def kernel_term(x, dw, db, *, block: int):
-    """``conv_valid(x, dw, db)`` for a single-channel `x`, linear in (dw, db); reverse mode gives the weight gradient."""
+    """``conv_valid(x, dw, db)`` of a single-channel `x`, linear in (dw, db); its transpose is the weight gradient."""
     return kernel_term_p.bind(x, dw, db, block=block)
 
 
