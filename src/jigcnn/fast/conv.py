@@ -178,7 +178,7 @@ def _banded_product(x, w, bias, t: int):
 
 
 def single_channel_forward(x, w, bias, t: int):
-    """`conv_valid` of a single-channel `x` (block width `t`): the native kernel when it serves, else the banded GEMM."""
+    """`conv_valid` of a single-channel `x` (block width `t`): the native kernel where it serves, else the GEMM."""
     if native.forward_eligible(x, w, bias):
         return native.forward(x, w, bias, functools.partial(_banded_product, t=t))
     return _banded_product(x, w, bias, t)
@@ -218,9 +218,9 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
     (kh, kw, Cin, Cout). For one input channel in float32 with fewer than 16 maps or a multiple
     of 16, the native kernel (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta``
     contracting over N*Ho*nb rows, then the band summed back; for a single input channel the
-    windows are built transposed (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``. With `with_bias`, returns
-    (dw, db): the windows carry a column (row) of ones, as in `conv_valid(..., bias)`, and the
-    bias gradient, the sum of the deltas, is the GEMM's last row.
+    windows are built transposed (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``.
+    With `with_bias`, returns (dw, db): the windows carry a column (row) of ones, as in
+    `conv_valid(..., bias)`, and the bias gradient, the sum of the deltas, is the GEMM's last row.
     """
     if x.shape[-1] == 1 and native.weight_gradient_eligible(x, delta, kernel_hw):
         dw, db = native.weight_gradient(
