@@ -94,6 +94,8 @@ def test_eligibility():
     assert native.weight_gradient_eligible(x, d[..., :6], (5, 5))  # few maps: vectorised over columns
     d20 = jnp.concatenate([d, d[..., :4]], axis=-1)
     assert not native.weight_gradient_eligible(x, d20, (5, 5))  # a part-empty last group of 16: XLA's GEMM
+    xl = jnp.zeros((1, 20, 20, 1))
+    assert not native.weight_gradient_eligible(xl, jnp.zeros((1, 8, 8, 16)), (13, 13))  # 169 taps > MAX_TAPS
     assert not native.weight_gradient_eligible(x, d, (3, 3))  # shapes that do not fit the kernel
     x3 = jnp.concatenate([x, x], axis=-1)
     assert not native.forward_eligible(x3, k) and _calls(lambda x, k: fc.conv_valid(x, jnp.concatenate(

@@ -40,6 +40,7 @@ DEFAULT_CACHE = pathlib.Path("~/.cache/jigcnn/native")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 # on unless JIGCNN_NATIVE=0 (read at import; set `ENABLED` in a running process, before tracing)
 ENABLED = os.environ.get("JIGCNN_NATIVE", "1") not in ("0", "false", "no", "off")
+MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the C++ source)
 _TARGETS = {"forward": "JigcnnSingleChannelConvForward",
             "weight_gradient": "JigcnnSingleChannelConvWeightGradient"}
 _LOCK = threading.Lock()
@@ -158,7 +159,7 @@ def weight_gradient_eligible(x, delta, kernel_hw) -> bool:
     c = delta.shape[-1]
     return (x.ndim == 4 and delta.ndim == 4 and x.shape[-1] == 1 and (c < 16 or c % 16 == 0)
             and x.shape[1] - delta.shape[1] + 1 == kh and x.shape[2] - delta.shape[2] + 1 == kw
-            and _float32(x, delta) and available())
+            and kh * kw <= MAX_TAPS and _float32(x, delta) and available())
 
 
 def _ffi_forward(x, w, b):
@@ -198,5 +199,5 @@ def reference_forward(x, w, bias):
     return y if bias is None else y + bias
 
 
-__all__ = ["ENABLED", "SOURCE", "available", "build", "cache_dir", "forward", "forward_eligible",
+__all__ = ["ENABLED", "MAX_TAPS", "SOURCE", "available", "build", "cache_dir", "forward", "forward_eligible",
            "library_path", "reference_forward", "suspended", "weight_gradient", "weight_gradient_eligible"]

@@ -31,6 +31,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kLanes = 16;
+constexpr int kMaxTaps = 160;  // jigcnn.fast.conv.MAX_TAPS: the weight gradient's kh * kw at most
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 
 inline vf load(const float* p) {
@@ -105,7 +106,6 @@ inline void forward_tile(const float* x, int64_t wd, int64_t kh, int64_t kw, con
   }
 }
 
-template <int P>
 inline void store_tile(float* y, int64_t c, int64_t g, int count, const vf* acc) {
   int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
   for (int p = 0; p < count; ++p) {
@@ -134,26 +134,29 @@ void forward_sample(const float* x, int64_t h, int64_t wd, int64_t kh, int64_t k
       int64_t j = 0;
       for (; j + P <= wo; j += P) {
         forward_tile<P>(xr + j, wd, kh, kw, tg, groups, b, acc);
-        store_tile<P>(yr + j * c, c, g, P, acc);
+        store_tile(yr + j * c, c, g, P, acc);
       }
       for (; j < wo; ++j) {  // the row's last (wo mod P) positions, one at a time
         forward_tile<1>(xr + j, wd, kh, kw, tg, groups, b, acc);
-        store_tile<1>(yr + j * c, c, g, 1, acc);
+        store_tile(yr + j * c, c, g, 1, acc);
       }
     }
   }
 }
 
-// Partial weight gradient of samples [n0, n1) for one group of 16 maps, KH*KW taps known at compile time.
+// Partial weight gradient of samples [n0, n1) for one group of 16 maps. With KH and KW known at
+// compile time (5x5, 3x3) the tap accumulators stay in registers; KH = KW = 0 takes the runtime
+// kh x kw (at most kMaxTaps taps) with the accumulators in memory.
 template <int KH, int KW>
 void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
-                           int64_t c, int64_t g, float* dw, float* db) {
-  const int64_t ho = h - KH + 1, wo = wd - KW + 1;
+                           int64_t kh_any, int64_t kw_any, int64_t c, int64_t g, float* dw, float* db) {
+  const int64_t kh = KH ? KH : kh_any, kw = KW ? KW : kw_any;
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1;
   const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
-  vf acc[KH * KW];
+  vf acc[KH ? KH * KW : kMaxTaps];
   vf accb{};
 #pragma GCC unroll 64
-  for (int t = 0; t < KH * KW; ++t) acc[t] = vf{};
+  for (int64_t t = 0; t < kh * kw; ++t) acc[t] = vf{};
   float tmp[kLanes] = {0};
   for (int64_t n = n0; n < n1; ++n) {
     for (int64_t i = 0; i < ho; ++i) {
@@ -169,46 +172,22 @@ void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n
         }
         accb += dv;
 #pragma GCC unroll 64
-        for (int a = 0; a < KH; ++a)
+        for (int64_t a = 0; a < kh; ++a)
 #pragma GCC unroll 16
-          for (int cc = 0; cc < KW; ++cc) acc[a * KW + cc] += broadcast(xr[a * wd + j + cc]) * dv;
+          for (int64_t cc = 0; cc < kw; ++cc) acc[a * kw + cc] += broadcast(xr[a * wd + j + cc]) * dv;
       }
     }
   }
 #pragma GCC unroll 64
-  for (int t = 0; t < KH * KW; ++t) store(dw + t * kLanes, acc[t]);
-  store(db, accb);
-}
-
-// The same for any kernel size (accumulators in memory).
-void weight_gradient_range_any(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
-                               int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw, float* db) {
-  const int64_t ho = h - kh + 1, wo = wd - kw + 1;
-  const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
-  std::vector<vf> acc(kh * kw, vf{});
-  vf accb{};
-  float tmp[kLanes] = {0};
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t i = 0; i < ho; ++i) {
-      const float* xr = x + (n * h + i) * wd;
-      const float* dr = d + ((n * ho + i) * wo) * c + g * kLanes;
-      for (int64_t j = 0; j < wo; ++j) {
-        std::memcpy(tmp, dr + j * c, lanes * sizeof(float));
-        vf dv = load(tmp);
-        accb += dv;
-        for (int64_t a = 0; a < kh; ++a)
-          for (int64_t cc = 0; cc < kw; ++cc) acc[a * kw + cc] += broadcast(xr[a * wd + j + cc]) * dv;
-      }
-    }
   for (int64_t t = 0; t < kh * kw; ++t) store(dw + t * kLanes, acc[t]);
   store(db, accb);
 }
 
 void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
                           int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw, float* db) {
-  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5>(x, d, n0, n1, h, wd, c, g, dw, db);
-  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3>(x, d, n0, n1, h, wd, c, g, dw, db);
-  weight_gradient_range_any(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
+  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
+  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
+  weight_gradient_range<0, 0>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
 }
 
 // Fewer than 16 maps: vectorised over 16 output columns instead (the map vectors would run part
@@ -287,6 +266,7 @@ ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = dd[1], wo = dd[2], c = dd[3];
   const int64_t kh = h - ho + 1, kw = wd - wo + 1;
   if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
+  if (kh * kw > kMaxTaps) return ffi::Error::InvalidArgument("more than 160 kernel taps");
   // fixed chunks of samples (not one per thread), each with its own partial sums, added in order
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(16, n));
   const int64_t chunks = (n + chunk - 1) / chunk;
