@@ -102,19 +102,22 @@ def test_init_is_deterministic_per_key():
     assert not np.array_equal(np.asarray(p["a"]["kernel"]), np.asarray(p["b"]["kernel"]))
 
 
-def test_jitted_init_draws_what_eager_layer_by_layer_drawing_does():
-    from jigcnn import zoo
+@pytest.mark.parametrize("on_host", [True, False])
+def test_init_draws_what_eager_layer_by_layer_drawing_does(on_host, monkeypatch):
+    from jigcnn import host_random, zoo
     from jigcnn.model import _draw
 
+    if not on_host:  # no host key: the jitted draw
+        monkeypatch.setattr(host_random, "host_key", lambda key: None)
     # eager = op by op from Python, as Sequential.init drew before it was jitted (jax.disable_jit would
     # run even jax.random's own jitted kernels op by op: 20 s); the Fig. 5 net has Eq. 3 ranges, frozen biases
     for net in (small_net(), zoo.ignet_fig5(3, filters=2)):
         shape = net.shapes()[0]
         key = jax.random.key(3)
         eager = _draw(net.layers, shape, "float32", key)
-        jitted = net.init(key)
-        assert jax.tree.structure(eager) == jax.tree.structure(jitted)
-        for u, v in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+        drawn = net.init(key)
+        assert jax.tree.structure(eager) == jax.tree.structure(drawn)
+        for u, v in zip(jax.tree.leaves(eager), jax.tree.leaves(drawn)):
             # the same random bits; XLA fuses the scaling of the uniforms (lo + u * (hi - lo)), so a value
             # may differ by a rounding step of the range's size, not of its own
             assert u.dtype == v.dtype
@@ -171,3 +174,22 @@ def test_summary_counts_connected_weights_only():
     net = Sequential([Conv2D(3, 3, connection_table=table)], input_shape=(5, 5, 2))
     assert net.count_params() == (9 * 4 + 3, 0)
     assert "39" in net.summary(print_fn=None).splitlines()[-1]
+
+
+def test_only_layers_that_draw_get_a_key():
+    net = small_net()
+    key = jax.random.key(5)
+    keys = net.layer_keys(key)
+    split = jax.random.split(key, len(net.layers))
+    for layer, k, s in zip(net.layers, keys, split):
+        if layer.needs_key:  # the dropout layer: the key it always got
+            assert np.array_equal(np.asarray(jax.random.key_data(k)), np.asarray(jax.random.key_data(s)))
+        else:
+            assert k is None
+    assert net.layer_keys(None) == [None] * len(net.layers)
+    plain = Sequential([Flatten(), Dense(3)], input_shape=(2, 2, 1))
+    assert plain.layer_keys(key) == [None, None]
+    # no dropout: a training forward pass does no PRNG work
+    params, state = plain.init(jax.random.key(0))
+    jaxpr = jax.make_jaxpr(lambda k: plain.apply(params, state, jnp.ones((4, 2, 2, 1)), train=True, key=k))(key)
+    assert "random" not in str(jaxpr) and "threefry" not in str(jaxpr)

@@ -9,6 +9,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from jigcnn import host_random
 from jigcnn.layers.base import Layer
 
 
@@ -27,12 +28,21 @@ def _auto_names(layers: Sequence[Layer]) -> tuple[Layer, ...]:
 
 
 def _draw(layers: tuple[Layer, ...], input_shape: tuple[int, ...], dtype: str, key):
-    """(params, state) of `layers` for a per-sample `input_shape`, layer by layer."""
-    keys = jax.random.split(key, len(layers))
+    """(params, state) of `layers` for a per-sample `input_shape`, layer by layer.
+
+    With a :class:`jigcnn.host_random.HostKey` the arrays are NumPy's, and more than
+    ``host_random.MAX_ELEMENTS`` values in all raise ``host_random.TooLarge``.
+    """
+    keys = host_random.split_key(key, len(layers))
     params, state = {}, {}
     shape = input_shape
+    drawn = 0
     for layer, k in zip(layers, keys):
         shape, p, s = layer.init(k, shape, np.dtype(dtype))
+        if isinstance(key, host_random.HostKey):
+            drawn += sum(np.size(a) for a in jax.tree_util.tree_leaves((p, s)))
+            if drawn > host_random.MAX_ELEMENTS:
+                raise host_random.TooLarge(f"more than {host_random.MAX_ELEMENTS} values")
         if p:
             params[layer.name] = p
         if s:
@@ -89,12 +99,21 @@ class Sequential:
     def init(self, key, input_shape=None, dtype=np.float32):
         """Draw (params, state): dicts keyed by layer name (layers without any are left out).
 
-        Runs as one jitted program (cached per layer spec, input shape and dtype, and in the
-        persistent compilation cache when that is on), so start-up does not compile each eager
-        random op. Deterministic per key; against drawing layer by layer eagerly the values
-        can differ in the last bit (XLA fuses the scaling of the uniforms).
+        Deterministic per key, with the values ``jax.random`` gives. When every layer can
+        (:meth:`Layer.draws_on_host`: uniform float32 initialisers, constants) and the key is a
+        concrete threefry2x32 key, the draw runs in NumPy (:mod:`jigcnn.host_random`, bit for bit
+        JAX's generator) and is put on the device: nothing is compiled. Otherwise it runs as one
+        jitted program (cached per layer spec, input shape and dtype, and in the persistent
+        compilation cache when that is on); against drawing layer by layer eagerly, its values
+        can then differ in the last bit (XLA fuses the scaling of some draws).
         """
         spec = (self.layers, self.shapes(input_shape)[0], np.dtype(dtype).name)
+        hkey = host_random.host_key(key)
+        if hkey is not None and all(layer.draws_on_host(np.dtype(dtype)) for layer in self.layers):
+            try:
+                return jax.device_put(_draw(*spec, hkey))
+            except host_random.TooLarge:
+                pass  # a big net: the compiled draw is faster
         try:
             init = _jitted_init(*spec)
         except TypeError:  # a layer holds an unhashable value (e.g. a custom initializer): no cache
@@ -102,10 +121,15 @@ class Sequential:
         return init(key)
 
     def layer_keys(self, key):
-        """One PRNG key per layer (None everywhere when `key` is None)."""
-        if key is None:
+        """One PRNG key per layer: `key` split, for the layers that draw at apply time (`needs_key`); None elsewhere.
+
+        All None when `key` is None or no layer needs one: then nothing is split, so a training
+        step without dropout carries no PRNG work at all.
+        """
+        if key is None or not any(layer.needs_key for layer in self.layers):
             return [None] * len(self.layers)
-        return list(jax.random.split(key, len(self.layers)))
+        keys = jax.random.split(key, len(self.layers))
+        return [k if layer.needs_key else None for layer, k in zip(self.layers, keys)]
 
     def apply(self, params, state, x, *, train: bool = False, key=None):
         """Run the batch `x` through every layer; returns (output, new_state)."""

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from jigcnn.host_random import split_key
+
 Shape = tuple[int, ...]
 Params = dict[str, Any]
 
@@ -19,6 +21,8 @@ class Layer:
     Shapes are per sample (no batch axis): (H, W, C) for maps, (D,) for vectors.
     `params` holds what learns; `state` holds what does not (batch-norm statistics,
     frozen biases). Both are flat dicts of arrays; the model keys them by layer name.
+    A layer whose `apply` draws random numbers (dropout) sets ``needs_key = True``:
+    `Sequential.apply` passes a key to those layers only.
     """
 
     name: str | None = dataclasses.field(default=None, kw_only=True)
@@ -32,6 +36,14 @@ class Layer:
     def init(self, key, in_shape: Shape, dtype=np.float32) -> tuple[Shape, Params, Params]:
         """Infer the output shape and draw the parameters and state; the default has none."""
         return self.output_shape(in_shape), {}, {}
+
+    def draws_on_host(self, dtype) -> bool:
+        """Whether `init` takes a :class:`jigcnn.host_random.HostKey` and returns NumPy arrays for `dtype`.
+
+        `Sequential.init` then draws without compiling. The default `init` draws nothing; a layer
+        that redefines `init` opts in by redefining this too.
+        """
+        return type(self).init is Layer.init
 
     def apply(self, params: Params, state: Params, x, *, train: bool = False, key=None):
         """Return (output, new_state) for a batch `x`."""
@@ -118,17 +130,21 @@ class Neurons(Layer):
             return "none"
         return self.bias
 
+    def draws_on_host(self, dtype) -> bool:
+        """Whether `draw` (this one, not a subclass's) can use a host key: the initializer's say."""
+        from jigcnn.initializers import get_initializer
+
+        return type(self).draw is Neurons.draw and get_initializer(self.initializer, self.label()).draws_on_host(dtype)
+
     def draw(self, key, kernel_shape, extent: int, dtype, mask=None) -> tuple[Params, Params]:
         """(params, state): the kernel (zero where `mask` is False) and the bias where its mode puts it."""
-        import jax.numpy as jnp
-
         from jigcnn.initializers import get_initializer
 
         initializer = get_initializer(self.initializer, self.label())
-        kkey, bkey = jax.random.split(key)
+        kkey, bkey = split_key(key)
         kernel = initializer.kernel(kkey, kernel_shape, extent, dtype)
         if mask is not None:
-            kernel = kernel * jnp.asarray(mask, dtype)
+            kernel = kernel * np.asarray(mask, dtype)
         params, state = {"kernel": kernel}, {}
         if self.bias_mode != "none":
             (params if self.bias_mode == "learn" else state)["bias"] = initializer.bias(bkey, (self.features,), dtype)

@@ -141,6 +141,10 @@ class Conv2D(Neurons):
         params, state = self.draw(key, (k[0], k[1], cin, self.features), k[0] * k[1], dtype, self.mask(cin))
         return out, params, state
 
+
+    def draws_on_host(self, dtype) -> bool:
+        """Host draws for this class's `init` with an initializer that can."""
+        return type(self).init is Conv2D.init and super().draws_on_host(dtype)
     def effective_kernel(self, params):
         """The kernel with unconnected entries forced to zero."""
         kernel = params["kernel"]

@@ -35,6 +35,10 @@ class Dense(Neurons):
         params, state = self.draw(key, (in_shape[0], self.features), in_shape[0], dtype)
         return out, params, state
 
+
+    def draws_on_host(self, dtype) -> bool:
+        """Host draws for this class's `init` with an initializer that can."""
+        return type(self).init is Dense.init and super().draws_on_host(dtype)
     def preactivation(self, params, state, x):
         """z = x @ kernel + bias."""
         check_batch(self, x, 2)

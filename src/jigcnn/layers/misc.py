@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jigcnn.activations import activation_param, check_activation, get_activation
+from jigcnn.host_random import full
 from jigcnn.layers.base import Layer
 
 
@@ -96,7 +97,11 @@ class PReLU(Layer):
 
     def init(self, key, in_shape, dtype=np.float32):
         """One slope per channel."""
-        return tuple(in_shape), {"alpha": jnp.full((in_shape[-1],), self.init_slope, dtype)}, {}
+        return tuple(in_shape), {"alpha": full(key, (in_shape[-1],), self.init_slope, dtype)}, {}
+
+    def draws_on_host(self, dtype) -> bool:
+        """A constant only: any dtype, unless a subclass redefines `init`."""
+        return type(self).init is PReLU.init
 
     def apply(self, params, state, x, *, train=False, key=None):
         """x for x > 0, alpha * x otherwise."""
