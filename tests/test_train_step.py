@@ -109,3 +109,20 @@ def test_manual_and_autodiff_fits_agree():
             np.testing.assert_allclose(ra[k], rb[k], rtol=1e-4, atol=1e-6)
     for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def test_train_package_imports_its_modules_on_first_use():
+    import subprocess
+    import sys
+
+    import jigcnn.train as train
+
+    for name in train.__all__:
+        assert getattr(train, name) is not None
+    assert train.loop.fit is train.fit and "cv" in dir(train)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        train.nope
+    code = ("import sys; from jigcnn.train import make_train_step; "
+            "print(sorted(m for m in sys.modules if m.startswith('jigcnn.train.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['jigcnn.train.step']", out.stdout

@@ -1,42 +1,71 @@
-"""Training: pure jitted steps, the epoch loop, early stopping, cross-validation, parallel folds, checkpoints."""
+"""Training: pure jitted steps, the epoch loop, early stopping, cross-validation, parallel folds, checkpoints.
 
-from jigcnn.train.checkpoint import CheckpointMismatch
-from jigcnn.train.cv import (
-    PROTOCOLS,
-    CVResult,
-    as_augment,
-    ProtocolSplits,
-    cross_validate,
-    expand_dataset,
-    kfold_indices,
-    protocol_splits,
-    split_validation,
-)
-from jigcnn.train.loop import DivergenceError, FitResult, History, default_monitor, fit
-from jigcnn.train.parallel import (
-    FoldsResult,
-    batch_sharding,
-    data_parallel_train_step,
-    fit_folds_vmapped,
-    fold_keys,
-    make_mesh,
-    replicate,
-    replicated,
-    shard_batch,
-    stack_trees,
-    unstack_tree,
-)
-from jigcnn.train.step import (
-    METRICS,
-    epoch_order,
-    layer_finite,
-    make_epoch_fn,
-    make_eval_fn,
-    make_grad_fn,
-    make_train_step,
-    make_update,
-)
-from jigcnn.train.stopping import Decision, PaperStopping, Patience
+The names below are imported from their modules on first use (PEP 562), so a script that needs
+only ``make_train_step`` does not load the loop, the k-fold protocols or the sharding helpers.
+"""
+
+import importlib
+
+_MODULE_OF = {
+    "CheckpointMismatch": "checkpoint",
+    "PROTOCOLS": "cv",
+    "CVResult": "cv",
+    "as_augment": "cv",
+    "ProtocolSplits": "cv",
+    "cross_validate": "cv",
+    "expand_dataset": "cv",
+    "kfold_indices": "cv",
+    "protocol_splits": "cv",
+    "split_validation": "cv",
+    "DivergenceError": "loop",
+    "FitResult": "loop",
+    "History": "loop",
+    "default_monitor": "loop",
+    "fit": "loop",
+    "FoldsResult": "parallel",
+    "batch_sharding": "parallel",
+    "data_parallel_train_step": "parallel",
+    "fit_folds_vmapped": "parallel",
+    "fold_keys": "parallel",
+    "make_mesh": "parallel",
+    "replicate": "parallel",
+    "replicated": "parallel",
+    "shard_batch": "parallel",
+    "stack_trees": "parallel",
+    "unstack_tree": "parallel",
+    "METRICS": "step",
+    "epoch_order": "step",
+    "layer_finite": "step",
+    "make_epoch_fn": "step",
+    "make_eval_fn": "step",
+    "make_grad_fn": "step",
+    "make_train_step": "step",
+    "make_update": "step",
+    "Decision": "stopping",
+    "PaperStopping": "stopping",
+    "Patience": "stopping",
+}
+
+
+_SUBMODULES = frozenset(_MODULE_OF.values())
+
+
+def __getattr__(name):
+    """Import `name` (or the submodule `name`) on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jigcnn.train.{name}")
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jigcnn.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"jigcnn.train.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    """The public names and the submodules, imported or not."""
+    return sorted(set(globals()) | set(_MODULE_OF) | _SUBMODULES)
+
 
 __all__ = [
     "CheckpointMismatch",
