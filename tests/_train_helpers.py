@@ -88,7 +88,7 @@ def _dp(args):
     from jigcnn.train.step import make_eval_fn
 
     def native_calls(fn, *a):
-        return fn.lower(*a).as_text().count("jigcnn_single_channel_conv")
+        return fn.lower(*a).as_text().count("jigcnn_direct_conv")
 
     step_args = (p, s, o, x[:32], y[:32], jax.random.key(3))
     rows = np.arange(32, dtype=np.int32)

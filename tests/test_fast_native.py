@@ -1,4 +1,4 @@
-"""The native single-channel convolution kernels (jigcnn.fast.native) against XLA's convolution."""
+"""The native direct-convolution kernels (jigcnn.fast.native) against XLA's convolution."""
 
 import os
 import pathlib
@@ -25,10 +25,10 @@ def _native_on():
         pytest.skip(f"native kernels unavailable: {native._STATE.get('error', 'switched off (JIGCNN_NATIVE=0)')}")
 
 
-def _arrays(n, h, w, cout, kh, kw, seed=0, dtype=np.float32):
+def _arrays(n, h, w, cout, kh, kw, cin=1, seed=0, dtype=np.float32):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, h, w, 1)).astype(dtype)
-    k = rng.standard_normal((kh, kw, 1, cout)).astype(dtype)
+    x = rng.standard_normal((n, h, w, cin)).astype(dtype)
+    k = rng.standard_normal((kh, kw, cin, cout)).astype(dtype)
     b = rng.standard_normal(cout).astype(dtype)
     d = rng.standard_normal((n, h - kh + 1, w - kw + 1, cout)).astype(dtype)
     return tuple(jnp.asarray(a) for a in (x, k, b, d))
@@ -40,16 +40,18 @@ def _close(a, b, tol=2e-5):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * scale)
 
 
-def _calls(fn, *args, target="jigcnn_single_channel_conv"):
+def _calls(fn, *args, target="jigcnn_direct_conv"):
     """How many times the lowered program calls the native kernels."""
     return jax.jit(fn).lower(*args).as_text().count(target)
 
 
-# (N, H, W, Cout, kh, kw): IgNet's first conv, LeNet-5's, two groups of 16 maps with a partial
+# (N, H, W, Cout, kh, kw, Cin): IgNet's first conv, LeNet-5's, two groups of 16 maps with a partial
 # one, a non-square kernel, rows shorter than one 8-position tile, few maps on rows of exactly 16
-# columns
-SHAPES = [(3, 58, 36, 16, 5, 5), (2, 32, 32, 6, 5, 5), (2, 9, 14, 20, 3, 3), (3, 7, 9, 33, 4, 2),
-          (2, 6, 6, 16, 2, 2), (2, 12, 20, 3, 3, 5)]
+# columns; with several input channels LeNet-5's second conv, few maps, a partial group and a
+# non-square kernel, 3x3
+SHAPES = [(3, 58, 36, 16, 5, 5, 1), (2, 32, 32, 6, 5, 5, 1), (2, 9, 14, 20, 3, 3, 1), (3, 7, 9, 33, 4, 2, 1),
+          (2, 6, 6, 16, 2, 2, 1), (2, 12, 20, 3, 3, 5, 1),
+          (2, 14, 14, 16, 5, 5, 6), (2, 10, 12, 6, 3, 3, 3), (2, 9, 11, 33, 4, 2, 2), (3, 8, 8, 16, 3, 3, 3)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -98,8 +100,9 @@ def test_eligibility():
     assert not native.weight_gradient_eligible(xl, jnp.zeros((1, 8, 8, 16)), (13, 13))  # 169 taps > MAX_TAPS
     assert not native.weight_gradient_eligible(x, d, (3, 3))  # shapes that do not fit the kernel
     x3 = jnp.concatenate([x, x], axis=-1)
-    assert not native.forward_eligible(x3, k) and _calls(lambda x, k: fc.conv_valid(x, jnp.concatenate(
-        [k, k], axis=2)), x3, k) == 0
+    assert not native.forward_eligible(x3, k)  # the kernel's input channels do not match
+    k3 = jnp.concatenate([k, k], axis=2)
+    assert native.forward_eligible(x3, k3) and _calls(lambda x, k: fc.conv_valid(x, k), x3, k3) == 1
     assert not native.forward_eligible(x, k.astype(jnp.bfloat16))
 
 
@@ -128,16 +131,17 @@ def test_deterministic_and_independent_of_batch_split():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_autodiff_jvp_and_vmap_through_native_forward():
+@pytest.mark.parametrize("cin", [1, 6])
+def test_autodiff_jvp_and_vmap_through_native_forward(cin):
     """The custom JVP keeps forward mode and reverse mode working when the primal is native."""
-    x, k, b, d = _arrays(2, 16, 14, 16, 5, 5, seed=4)
+    x, k, b, d = _arrays(2, 16, 14, 16, 5, 5, cin, seed=4)
     ref = lambda x, k, b: native.reference_forward(x, k, b)  # noqa: E731
     fast = lambda x, k, b: fc.conv_valid(x, k, b)  # noqa: E731
     grads = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.tanh(fast(*a)) * d), argnums=(0, 1, 2)))(x, k, b)
     want = jax.grad(lambda *a: jnp.sum(jnp.tanh(ref(*a)) * d), argnums=(0, 1, 2))(x, k, b)
     for g, w in zip(grads, want):
         _close(g, w)
-    tangents = _arrays(2, 16, 14, 16, 5, 5, seed=5)[:3]
+    tangents = _arrays(2, 16, 14, 16, 5, 5, cin, seed=5)[:3]
     for g, w in zip(jax.jit(lambda *a: jax.jvp(fast, a[:3], a[3:]))(x, k, b, *tangents),
                     jax.jvp(ref, (x, k, b), tangents)):
         _close(g, w)
@@ -145,9 +149,10 @@ def test_autodiff_jvp_and_vmap_through_native_forward():
     _close(per_sample, ref(x, k, b))
 
 
-def test_hand_written_gradients_with_native_kernels_equal_autodiff():
-    """IgNet's net in float32: hand-written (native forward + weight gradient) against jax.grad."""
-    model = zoo.ignet_fig5(10, head_activation=None)
+@pytest.mark.parametrize("net,kernels", [("ignet_fig5", 2), ("lenet5", 4)])
+def test_hand_written_gradients_with_native_kernels_equal_autodiff(net, kernels):
+    """In float32: hand-written (native forward + weight gradient, each conv) against jax.grad."""
+    model = getattr(zoo, net)(head_activation=None)
     params, state = model.init(jax.random.key(0))
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.random((4, *model.shapes()[0])).astype(np.float32))
@@ -159,7 +164,7 @@ def test_hand_written_gradients_with_native_kernels_equal_autodiff():
 
     manual_fn = value_and_grad(model, "softmax_cross_entropy", "manual")
     lowered = jax.jit(lambda p: manual_fn(p, state, x, y, train=True, key=jax.random.key(1))).lower(params)
-    assert lowered.as_text().count("jigcnn_single_channel_conv") == 2  # forward and weight gradient
+    assert lowered.as_text().count("jigcnn_direct_conv") == kernels  # forward and weight gradient
     (loss_m, _), g_m = grads("manual")
     (loss_a, _), g_a = grads("autodiff")
     np.testing.assert_allclose(float(loss_m), float(loss_a), rtol=1e-6)
@@ -176,7 +181,7 @@ def test_build_is_cached_and_named_by_its_inputs():
 
 def test_failed_build_names_the_compiler_and_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
-    with pytest.raises(RuntimeError, match="compiling single_channel_conv.cc failed"):
+    with pytest.raises(RuntimeError, match="compiling direct_conv.cc failed"):
         native.build(compiler="false")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler: 'no-such-compiler-xyz'"):
@@ -199,13 +204,14 @@ def test_without_a_compiler_the_xla_formulation_runs(tmp_path):
     assert "native kernels unavailable, using the XLA formulation: no C++ compiler" in out.stdout
 
 
+@pytest.mark.parametrize("cin", [1, 3])
 @pytest.mark.parametrize("order", ["jacfwd-jacrev", "jacrev-jacrev"])
-def test_second_order_through_native_kernels(order):
+def test_second_order_through_native_kernels(order, cin):
     """The reverse pass runs the native weight gradient; differentiating it again takes its XLA JVP.
 
     (Forward over forward never runs the weight gradient: test_fast_conv.py covers it.)
     """
-    x, k, b, _ = _arrays(1, 6, 7, 16, 3, 3, seed=7)
+    x, k, b, _ = _arrays(1, 6, 7, 16, 3, 3, cin, seed=7)
     d = jnp.asarray(np.random.default_rng(8).standard_normal((1, 4, 5, 16)).astype(np.float32))
     outer, inner = (getattr(jax, name) for name in order.split("-"))
     args = (0, 1, 2)
@@ -240,5 +246,5 @@ def test_lowering_for_another_platform_takes_the_xla_formulation():
     x, k, b, _ = _arrays(2, 12, 12, 16, 5, 5)
     f = jax.jit(jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fc.conv_valid(x, k, b))), argnums=(1, 2)))
     traced = f.trace(x, k, b)
-    assert traced.lower(lowering_platforms=("cpu",)).as_text().count("jigcnn_single_channel_conv") == 2
-    assert traced.lower(lowering_platforms=("cuda",)).as_text().count("jigcnn_single_channel_conv") == 0
+    assert traced.lower(lowering_platforms=("cpu",)).as_text().count("jigcnn_direct_conv") == 2
+    assert traced.lower(lowering_platforms=("cuda",)).as_text().count("jigcnn_direct_conv") == 0

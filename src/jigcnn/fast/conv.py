@@ -19,9 +19,8 @@ The input gradient is the same forward product on the zero-padded deltas with th
 transposed kernel. The multiply count is (T + kw - 1) / kw times that of a direct
 convolution (1.6x for T = 4, kw = 5), paid back many times by running as a GEMM.
 
-For a single input channel in float32 on the CPU, the native kernels of `fast.native` replace
-the forward product and the weight gradient (autodiff reaches the latter through
-`fast.kernel_tangent`).
+In float32 on the CPU, the native kernels of `fast.native` replace the forward product and the
+weight gradient (autodiff reaches the latter through `fast.kernel_tangent`).
 
 Each function has a plain reference (`lax.conv_general_dilated`) it is tested against
 (tests/test_fast_conv.py, tests/test_fast_native.py).
@@ -114,16 +113,17 @@ def window_blocks_transposed(x, kh: int, kw: int, ho: int, wo: int, t: int):
     return stacked.reshape(kh * L * c, n * ho * nb), nb
 
 
-def _layer_windows(x, kh: int, kw: int, ho: int, wo: int, t: int):
+def _layer_windows(x, kh: int, kw: int, ho: int, wo: int, t: int, predicate_from=None):
     """`window_blocks` of a conv's input; with several channels (a hidden layer) gathered apart.
 
     Apart (`unfused`), the gather reads the previous layer's output once instead of fusing it
     (a max-pool's select chain) and recomputing it for every window it lands in, and reverse
     mode's overlap-add runs apart from the pooling backward too (LeNet-5 autodiff step 1.08-1.14x).
+    `predicate_from`: the primal input when `x` is a tangent (see `unfused`).
     """
     if x.shape[-1] == 1:
         return window_blocks(x, kh, kw, ho, wo, t)[0]
-    return unfused(lambda v: window_blocks(v, kh, kw, ho, wo, t)[0], x)
+    return unfused(lambda v: window_blocks(v, kh, kw, ho, wo, t)[0], x, predicate_from=predicate_from)
 
 
 def banded_kernel(w, t: int):
@@ -152,24 +152,24 @@ def conv_valid(x, w, bias=None, *, block: int | None = None):
     Equal to ``lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO",
     "NHWC")) + bias``. The bias rides in the GEMM (a column of ones in the windows, a bias row
     in the kernel), which saves a pass over the output (measured ~20% of IgNet's step at batch 256).
-    For a single input channel in float32 on the CPU the native kernel computes it (`fast.native`),
-    and differentiating it gives `conv_weight_gradient` (native too, or the plain product on
-    transposed windows) through `fast.kernel_tangent`.
+    In float32 on the CPU the native kernel computes it (`fast.native`), and differentiating it
+    gives `conv_weight_gradient` (native too where it serves) through `fast.kernel_tangent`; so
+    does a single input channel without the native kernels (the plain product on transposed windows).
     """
     t = block_width(x.shape[2] - w.shape[1] + 1, w.shape[1], block)
     bias = None if bias is None else jnp.asarray(bias)
-    if x.shape[-1] == 1:
-        return _single_channel_conv(x, w, bias, t)
+    if x.shape[-1] == 1 or native.forward_eligible(x, w, bias):
+        return _direct_conv(x, w, bias, t)
     return _banded_product(x, w, bias, t)
 
 
-def _banded_product(x, w, bias, t: int):
-    """`conv_valid` with block width `t`: windows @ banded kernel."""
+def _banded_product(x, w, bias, t: int, predicate_from=None):
+    """`conv_valid` with block width `t`: windows @ banded kernel (`predicate_from`: see `_layer_windows`)."""
     n, h, wd, _ = x.shape
     kh, kw, _, cout = w.shape
     ho, wo = h - kh + 1, wd - kw + 1
     nb = -(-wo // t)
-    xb = _layer_windows(x, kh, kw, ho, wo, t)
+    xb = _layer_windows(x, kh, kw, ho, wo, t, predicate_from)
     wb = banded_kernel(w, t)
     if bias is not None:
         xb, wb = _with_ones(xb), _with_bias_row(wb, bias, t)
@@ -177,27 +177,27 @@ def _banded_product(x, w, bias, t: int):
     return y if nb * t == wo else y[:, :, :wo]
 
 
-def single_channel_forward(x, w, bias, t: int):
-    """`conv_valid` of a single-channel `x` (block width `t`): the native kernel where it serves, else the GEMM."""
+def direct_forward(x, w, bias, t: int):
+    """`conv_valid` (block width `t`): the native kernel where it serves, else the banded GEMM."""
     if native.forward_eligible(x, w, bias):
         return native.forward(x, w, bias, functools.partial(_banded_product, t=t))
     return _banded_product(x, w, bias, t)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _single_channel_conv(x, w, bias, t: int):
-    """`single_channel_forward`, whose kernel-tangent term reverse mode turns into the weight gradient."""
-    return single_channel_forward(x, w, bias, t)
+def _direct_conv(x, w, bias, t: int):
+    """`direct_forward`, whose kernel-tangent term reverse mode turns into the weight gradient."""
+    return direct_forward(x, w, bias, t)
 
 
-@functools.partial(_single_channel_conv.defjvp, symbolic_zeros=True)
-def _single_channel_conv_jvp(t, primals, tangents):
+@functools.partial(_direct_conv.defjvp, symbolic_zeros=True)
+def _direct_conv_jvp(t, primals, tangents):
     x, w, bias = primals
     dx, dw, dbias = tangents
-    y = _single_channel_conv(x, w, bias, t)
+    y = _direct_conv(x, w, bias, t)
     dy = jnp.zeros_like(y)
     if not isinstance(dx, SymbolicZero):
-        dy = dy + _banded_product(dx, w, None, t)
+        dy = dy + _banded_product(dx, w, None, t, predicate_from=x)
     no_dw = isinstance(dw, SymbolicZero)
     no_db = bias is None or isinstance(dbias, SymbolicZero)
     if no_dw and no_db:
@@ -215,14 +215,14 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
     """dL/dw of a valid, stride-1 convolution: sum over samples and positions of x-window * delta.
 
     `x` is the padded input (N, H, W, Cin), `delta` the deltas (N, Ho, Wo, Cout); returns
-    (kh, kw, Cin, Cout). For one input channel in float32 with fewer than 16 maps or a multiple
-    of 16, the native kernel (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta``
+    (kh, kw, Cin, Cout). In float32 with fewer than 16 maps or a multiple of 16, the native
+    kernel (`fast.native`) on the CPU. Otherwise one GEMM ``xb.T @ delta``
     contracting over N*Ho*nb rows, then the band summed back; for a single input channel the
     windows are built transposed (`window_blocks_transposed`) and the GEMM is ``xbT @ delta``.
     With `with_bias`, returns (dw, db): the windows carry a column (row) of ones, as in
     `conv_valid(..., bias)`, and the bias gradient, the sum of the deltas, is the GEMM's last row.
     """
-    if x.shape[-1] == 1 and native.weight_gradient_eligible(x, delta, kernel_hw):
+    if native.weight_gradient_eligible(x, delta, kernel_hw):
         dw, db = native.weight_gradient(
             x, delta, kernel_hw, functools.partial(_weight_gradient_gemm, kernel_hw=kernel_hw, block=block,
                                                    with_bias=True))
@@ -230,8 +230,8 @@ def conv_weight_gradient(x, delta, kernel_hw, *, block: int | None = None, with_
     return _weight_gradient_gemm(x, delta, kernel_hw=kernel_hw, block=block, with_bias=with_bias)
 
 
-def _weight_gradient_gemm(x, delta, *, kernel_hw, block, with_bias: bool):
-    """`conv_weight_gradient` as one GEMM over the window matrix (the XLA formulation)."""
+def _weight_gradient_gemm(x, delta, *, kernel_hw, block, with_bias: bool, predicate_from=None):
+    """`conv_weight_gradient` as one GEMM over the window matrix (the XLA formulation; `predicate_from`: see `_layer_windows`)."""
     kh, kw = kernel_hw
     n, ho, wo, cout = delta.shape
     cin = x.shape[-1]
@@ -246,7 +246,7 @@ def _weight_gradient_gemm(x, delta, *, kernel_hw, block, with_bias: bool):
         xbt, _ = window_blocks_transposed(x, kh, kw, ho, wo, t)
         g = (_with_ones(xbt, axis=0) if with_bias else xbt) @ delta
     else:
-        xb = _layer_windows(x, kh, kw, ho, wo, t)
+        xb = _layer_windows(x, kh, kw, ho, wo, t, predicate_from)
         g = (_with_ones(xb) if with_bias else xb).T @ delta
     L = t + kw - 1
     s = jnp.asarray(_band_selector(kw, t, np.float32), g.dtype)

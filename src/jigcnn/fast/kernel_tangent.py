@@ -1,4 +1,4 @@
-"""The kernel-tangent term of a single-channel convolution, a primitive whose transpose is the weight gradient.
+"""The kernel-tangent term of a convolution, a primitive whose transpose is the weight gradient.
 
 In forward mode a convolution's tangent has a term ``conv(x, dw) + db`` for the kernel and bias
 tangents. Reverse mode transposes that term into the weight gradient. Written with XLA
@@ -26,18 +26,18 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-kernel_term_p = Primitive("jigcnn_single_channel_kernel_term")
+kernel_term_p = Primitive("jigcnn_conv_kernel_term")
 
 
 def kernel_term(x, dw, db, *, block: int):
-    """``conv_valid(x, dw, db)`` of a single-channel `x`, linear in (dw, db); its transpose is the weight gradient."""
+    """``conv_valid(x, dw, db)``, linear in (dw, db); its transpose is the weight gradient."""
     return kernel_term_p.bind(x, dw, db, block=block)
 
 
 def _evaluate(x, dw, db, *, block: int):
     from jigcnn.fast import conv
 
-    return conv.single_channel_forward(x, dw, db, block)
+    return conv.direct_forward(x, dw, db, block)
 
 
 def _abstract(x, dw, db, *, block: int):
@@ -56,7 +56,7 @@ def _jvp(primals, tangents, *, block: int):
     if not (type(tdw) is ad.Zero and type(tdb) is ad.Zero):
         dout = kernel_term(x, ad.instantiate_zeros(tdw), ad.instantiate_zeros(tdb), block=block)
     if type(tx) is not ad.Zero:
-        dx_term = conv._banded_product(tx, dw, None, block)
+        dx_term = conv._banded_product(tx, dw, None, block, predicate_from=x)
         dout = dx_term if type(dout) is ad.Zero else dout + dx_term
     return out, dout
 
@@ -81,7 +81,7 @@ def _batch(args, dims, *, block: int):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def weight_gradient(x, delta, kh: int, kw: int, block: int):
-    """(dw, db) of a single-channel conv (native when it serves); its JVP is the XLA formulation."""
+    """(dw, db) of a convolution (native when it serves); its JVP is the XLA formulation."""
     from jigcnn.fast import conv
 
     return conv.conv_weight_gradient(x, delta, (kh, kw), block=block, with_bias=True)
@@ -96,7 +96,7 @@ def _weight_gradient_jvp(kh, kw, block, primals, tangents):
     gemm = functools.partial(conv._weight_gradient_gemm, kernel_hw=(kh, kw), block=block)
     out = weight_gradient(x, delta, kh, kw, block)
     # dw is bilinear in (x, delta); db = sum(delta) does not depend on x
-    tangent_w = gemm(tx, delta, with_bias=False)
+    tangent_w = gemm(tx, delta, with_bias=False, predicate_from=x)
     more_w, tangent_b = gemm(x, td, with_bias=True)
     return out, (tangent_w + more_w, tangent_b)
 

@@ -1,12 +1,11 @@
-"""Native single-input-channel convolution kernels, compiled on first use and called through XLA FFI.
+"""Native direct-convolution kernels for few input channels, compiled on first use and called through XLA FFI.
 
-The first layer of the IgNet and LeNet nets convolves one input channel. Written as XLA
-operations (`fast.conv`'s banded GEMM), its forward pass and weight gradient move the input
-through window matrices several times the input's size; a direct kernel keeps the taps (or
-the tap gradients) in vector registers and reads the input and the deltas once
-(`single_channel_conv.cc`). Measured isolated at batch 256 against the banded GEMM: IgNet's
-first layer (16 maps) forward 3.4x, weight gradient 3.7x; LeNet-5's (6 maps) forward 1.5x,
-weight gradient 1.8x.
+Written as XLA operations (`fast.conv`'s banded GEMM), a few-channel convolution's forward pass
+and weight gradient move the input through window matrices several times the input's size; a
+direct kernel keeps the taps (or the tap gradients) in vector registers and reads the input and
+the deltas once (`direct_conv.cc`). Measured isolated at batch 256 against the banded GEMM:
+IgNet's first layer (1 channel, 16 maps) forward 3.4x, weight gradient 3.7x; LeNet-5's first
+(1 channel, 6 maps) 1.5x and 1.8x; LeNet-5's second (6 channels, 16 maps) 1.75x and 4.2x.
 
 The C++ source ships with the package and is compiled on first use with the system's C++
 compiler (``$CXX``, else ``c++``; ``-O3 -march=native``) into ``$JIGCNN_NATIVE_CACHE`` or
@@ -34,15 +33,15 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-SOURCE = pathlib.Path(__file__).with_name("single_channel_conv.cc")
+SOURCE = pathlib.Path(__file__).with_name("direct_conv.cc")
 CACHE_ENV = "JIGCNN_NATIVE_CACHE"
 DEFAULT_CACHE = pathlib.Path("~/.cache/jigcnn/native")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 # on unless JIGCNN_NATIVE=0 (read at import; set `ENABLED` in a running process, before tracing)
 ENABLED = os.environ.get("JIGCNN_NATIVE", "1") not in ("0", "false", "no", "off")
 MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the C++ source)
-_TARGETS = {"forward": "JigcnnSingleChannelConvForward",
-            "weight_gradient": "JigcnnSingleChannelConvWeightGradient"}
+_TARGETS = {"forward": "JigcnnDirectConvForward",
+            "weight_gradient": "JigcnnDirectConvWeightGradient"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
 _SUSPENDED = threading.local()
@@ -73,7 +72,7 @@ def library_path(compiler: str) -> pathlib.Path:
                  jaxlib.__version__.encode(), _cpu_signature().encode()):
         h.update(part)
         h.update(b"\0")
-    return cache_dir() / f"single_channel_conv-{h.hexdigest()[:16]}.so"
+    return cache_dir() / f"direct_conv-{h.hexdigest()[:16]}.so"
 
 
 def build(compiler: str | None = None) -> pathlib.Path:
@@ -108,7 +107,7 @@ def _load() -> bool:
         try:
             lib = ctypes.CDLL(str(build()))
             for kind, symbol in _TARGETS.items():
-                jax.ffi.register_ffi_target(f"jigcnn_single_channel_conv_{kind}",
+                jax.ffi.register_ffi_target(f"jigcnn_direct_conv_{kind}",
                                             jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
             _STATE.update(ok=True, lib=lib)
         except (RuntimeError, OSError, AttributeError) as err:
@@ -145,19 +144,19 @@ def _float32(*arrays) -> bool:
 
 
 def forward_eligible(x, w, bias=None) -> bool:
-    """Whether `forward` serves this convolution: one input channel, float32, kernels available."""
+    """Whether `forward` serves this convolution: NHWC / HWIO, float32, kernels available."""
     arrays = (x, w) if bias is None else (x, w, bias)
-    return x.ndim == 4 and x.shape[-1] == 1 and _float32(*arrays) and available()
+    return x.ndim == 4 and w.ndim == 4 and x.shape[-1] == w.shape[2] and _float32(*arrays) and available()
 
 
 def weight_gradient_eligible(x, delta, kernel_hw) -> bool:
-    """Whether `weight_gradient` serves it: one input channel, float32, fewer than 16 maps or a multiple of 16.
+    """Whether `weight_gradient` serves it: float32, fewer than 16 maps or a multiple of 16, kh * kw <= MAX_TAPS.
 
     (Other counts leave the last 16-wide vector of maps part empty; not measured.)
     """
     kh, kw = kernel_hw
     c = delta.shape[-1]
-    return (x.ndim == 4 and delta.ndim == 4 and x.shape[-1] == 1 and (c < 16 or c % 16 == 0)
+    return (x.ndim == 4 and delta.ndim == 4 and (c < 16 or c % 16 == 0)
             and x.shape[1] - delta.shape[1] + 1 == kh and x.shape[2] - delta.shape[2] + 1 == kw
             and kh * kw <= MAX_TAPS and _float32(x, delta) and available())
 
@@ -166,17 +165,17 @@ def _ffi_forward(x, w, b):
     n, h, wd, _ = x.shape
     kh, kw, _, c = w.shape
     out = jax.ShapeDtypeStruct((n, h - kh + 1, wd - kw + 1, c), jnp.float32)
-    return jax.ffi.ffi_call("jigcnn_single_channel_conv_forward", out, vmap_method="sequential")(x, w, b)
+    return jax.ffi.ffi_call("jigcnn_direct_conv_forward", out, vmap_method="sequential")(x, w, b)
 
 
 def _ffi_weight_gradient(x, delta, kh: int, kw: int):
     c = delta.shape[-1]
-    outs = (jax.ShapeDtypeStruct((kh, kw, 1, c), jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32))
-    return jax.ffi.ffi_call("jigcnn_single_channel_conv_weight_gradient", outs, vmap_method="sequential")(x, delta)
+    outs = (jax.ShapeDtypeStruct((kh, kw, x.shape[-1], c), jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32))
+    return jax.ffi.ffi_call("jigcnn_direct_conv_weight_gradient", outs, vmap_method="sequential")(x, delta)
 
 
 def forward(x, w, bias, fallback):
-    """Valid, stride-1 convolution of `x` (N, H, W, 1) with `w` (KH, KW, 1, C) plus `bias`.
+    """Valid, stride-1 convolution of `x` (N, H, W, Cin) with `w` (KH, KW, Cin, C) plus `bias`.
 
     The native kernel on the CPU; `fallback(x, w, bias)` (the XLA formulation) elsewhere.
     Check `forward_eligible` first.

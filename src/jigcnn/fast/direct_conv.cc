@@ -1,19 +1,20 @@
-// Direct single-input-channel convolution kernels for XLA's CPU runtime (XLA FFI).
+// Direct few-channel convolution kernels for XLA's CPU runtime (XLA FFI).
 //
 // Built on first use by jigcnn.fast.native (c++ -O3 -march=native) and called through
-// jax.ffi.ffi_call. Valid, stride-1 convolution of x (N, H, W, 1) with w (KH, KW, 1, C):
+// jax.ffi.ffi_call. Valid, stride-1 convolution of x (N, H, W, Cin) with w (KH, KW, Cin, C):
 //
-//   forward:          y[n, i, j, o] = b[o] + sum_{a, c} x[n, i + a, j + c] * w[a, c, o]
-//   weight gradient:  dw[a, c, o] = sum_{n, i, j} x[n, i + a, j + c] * d[n, i, j, o],
+//   forward:          y[n, i, j, o] = b[o] + sum_{a, c, k} x[n, i + a, j + c, k] * w[a, c, k, o]
+//   weight gradient:  dw[a, c, k, o] = sum_{n, i, j} x[n, i + a, j + c, k] * d[n, i, j, o],
 //                     db[o] = sum_{n, i, j} d[n, i, j, o]
 //
 // The output maps are processed 16 at a time (one 512-bit vector, or two 256-bit ones):
 // the forward keeps P output positions' accumulators in registers and broadcasts each input
-// pixel against a vector of kernel taps; the weight gradient keeps all KH*KW tap
-// accumulators in registers and streams the deltas once. With fewer than 16 maps the weight
-// gradient is vectorised over 16 output columns instead, so that no lane runs empty. Samples are split across XLA's
-// intra-op thread pool; each worker's partial weight gradient is summed at the end in a
-// fixed order, so results do not depend on the thread schedule.
+// value against a vector of kernel taps; the weight gradient keeps all KH*KW tap accumulators
+// of one input channel in registers and streams the deltas once per input channel. With fewer
+// than 16 maps the weight gradient is vectorised over 16 output columns instead, so that no lane
+// runs empty. A single input channel has its own instantiations (CIN = 1: unit strides). Samples
+// are split across XLA's intra-op thread pool; each worker's partial weight gradient is summed at
+// the end in a fixed order, so results do not depend on the thread schedule.
 
 #include <algorithm>
 #include <atomic>
@@ -91,17 +92,21 @@ std::vector<float> padded_taps(const float* w, int64_t taps, int64_t c, int64_t 
   return out;
 }
 
-// P output positions of one row, one group of 16 maps: acc[p] = b + sum_{a, c} x[a][j + p + c] * w[a, c].
-template <int P>
-inline void forward_tile(const float* x, int64_t wd, int64_t kh, int64_t kw, const float* taps,
-                         int64_t groups, vf bias, vf* acc) {
+// P output positions of one row, one group of 16 maps:
+// acc[p] = b + sum_{a, c, i} x[a][j + p + c][i] * w[a, c, i]. CIN = 1 (one input channel) or 0 (cin of them).
+template <int P, int CIN>
+inline void forward_tile(const float* x, int64_t rowstride, int64_t kh, int64_t kw, int64_t cin_any,
+                         const float* taps, int64_t groups, vf bias, vf* acc) {
+  const int64_t cin = CIN ? CIN : cin_any;
   for (int p = 0; p < P; ++p) acc[p] = bias;
   for (int64_t a = 0; a < kh; ++a) {
-    const float* row = x + a * wd;
+    const float* row = x + a * rowstride;
     for (int64_t c = 0; c < kw; ++c) {
-      vf tap = load(taps + ((a * kw + c) * groups) * kLanes);
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        vf tap = load(taps + (((a * kw + c) * cin + ci) * groups) * kLanes);
 #pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) acc[p] += broadcast(row[p + c]) * tap;
+        for (int p = 0; p < P; ++p) acc[p] += broadcast(row[(p + c) * cin + ci]) * tap;
+      }
     }
   }
 }
@@ -120,7 +125,8 @@ inline void store_tile(float* y, int64_t c, int64_t g, int count, const vf* acc)
   }
 }
 
-void forward_sample(const float* x, int64_t h, int64_t wd, int64_t kh, int64_t kw, int64_t c,
+template <int CIN>
+void forward_sample(const float* x, int64_t h, int64_t wd, int64_t cin, int64_t kh, int64_t kw, int64_t c,
                     const float* taps, const float* bias, float* y) {
   constexpr int P = 8;
   const int64_t ho = h - kh + 1, wo = wd - kw + 1, groups = (c + kLanes - 1) / kLanes;
@@ -129,28 +135,29 @@ void forward_sample(const float* x, int64_t h, int64_t wd, int64_t kh, int64_t k
     const float* tg = taps + g * kLanes;
     vf b = load(bias + g * kLanes);
     for (int64_t i = 0; i < ho; ++i) {
-      const float* xr = x + i * wd;
+      const float* xr = x + i * wd * cin;
       float* yr = y + i * wo * c;
       int64_t j = 0;
       for (; j + P <= wo; j += P) {
-        forward_tile<P>(xr + j, wd, kh, kw, tg, groups, b, acc);
+        forward_tile<P, CIN>(xr + j * cin, wd * cin, kh, kw, cin, tg, groups, b, acc);
         store_tile(yr + j * c, c, g, P, acc);
       }
       for (; j < wo; ++j) {  // the row's last (wo mod P) positions, one at a time
-        forward_tile<1>(xr + j, wd, kh, kw, tg, groups, b, acc);
+        forward_tile<1, CIN>(xr + j * cin, wd * cin, kh, kw, cin, tg, groups, b, acc);
         store_tile(yr + j * c, c, g, 1, acc);
       }
     }
   }
 }
 
-// Partial weight gradient of samples [n0, n1) for one group of 16 maps. With KH and KW known at
-// compile time (5x5, 3x3) the tap accumulators stay in registers; KH = KW = 0 takes the runtime
-// kh x kw (at most kMaxTaps taps) with the accumulators in memory.
-template <int KH, int KW>
+// Partial weight gradient of samples [n0, n1), input channel ci, for one group of 16 maps. With KH
+// and KW known at compile time (5x5, 3x3) the tap accumulators stay in registers; KH = KW = 0 takes
+// the runtime kh x kw (at most kMaxTaps taps) with the accumulators in memory.
+template <int KH, int KW, int CIN>
 void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
-                           int64_t kh_any, int64_t kw_any, int64_t c, int64_t g, float* dw, float* db) {
-  const int64_t kh = KH ? KH : kh_any, kw = KW ? KW : kw_any;
+                           int64_t cin_any, int64_t ci, int64_t kh_any, int64_t kw_any, int64_t c, int64_t g,
+                           float* dw, float* db) {
+  const int64_t kh = KH ? KH : kh_any, kw = KW ? KW : kw_any, cin = CIN ? CIN : cin_any;
   const int64_t ho = h - kh + 1, wo = wd - kw + 1;
   const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
   vf acc[KH ? KH * KW : kMaxTaps];
@@ -160,7 +167,7 @@ void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n
   float tmp[kLanes] = {0};
   for (int64_t n = n0; n < n1; ++n) {
     for (int64_t i = 0; i < ho; ++i) {
-      const float* xr = x + (n * h + i) * wd;
+      const float* xr = x + (n * h + i) * wd * cin + ci;
       const float* dr = d + ((n * ho + i) * wo) * c + g * kLanes;
       for (int64_t j = 0; j < wo; ++j) {
         vf dv;
@@ -174,7 +181,7 @@ void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n
 #pragma GCC unroll 64
         for (int64_t a = 0; a < kh; ++a)
 #pragma GCC unroll 16
-          for (int64_t cc = 0; cc < kw; ++cc) acc[a * kw + cc] += broadcast(xr[a * wd + j + cc]) * dv;
+          for (int64_t cc = 0; cc < kw; ++cc) acc[a * kw + cc] += broadcast(xr[(a * wd + j + cc) * cin]) * dv;
       }
     }
   }
@@ -184,21 +191,27 @@ void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n
 }
 
 void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
-                          int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw, float* db) {
-  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
-  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
-  weight_gradient_range<0, 0>(x, d, n0, n1, h, wd, kh, kw, c, g, dw, db);
+                          int64_t cin, int64_t ci, int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw,
+                          float* db) {
+  if (cin == 1) {
+    if (kh == 5 && kw == 5) return weight_gradient_range<5, 5, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+    if (kh == 3 && kw == 3) return weight_gradient_range<3, 3, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+    return weight_gradient_range<0, 0, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  }
+  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  weight_gradient_range<0, 0, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
 }
 
 // Fewer than 16 maps: vectorised over 16 output columns instead (the map vectors would run part
-// empty). Partial sums of samples [n0, n1): dw (KH*KW*C) then db (C). Each output row's deltas are
-// transposed to (map, column) and each input row copied with zeros past its end, so the vectors
-// past the row's last column multiply zeros.
+// empty). Partial sums of samples [n0, n1): dw (KH*KW*CIN*C) then db (C). Each output row's deltas
+// are transposed to (map, column) and each input row's channel copied with zeros past its end, so
+// the vectors past the row's last column multiply zeros.
 void weight_gradient_few_maps(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
-                              int64_t kh, int64_t kw, int64_t c, float* out) {
+                              int64_t cin, int64_t kh, int64_t kw, int64_t c, float* out) {
   const int64_t ho = h - kh + 1, wo = wd - kw + 1;
   const int64_t nv = (wo + kLanes - 1) / kLanes;
-  std::vector<vf> dt(c * nv), acc(kh * kw * c, vf{}), accb(c, vf{});
+  std::vector<vf> dt(c * nv), acc(kh * kw * cin * c, vf{}), accb(c, vf{});
   std::vector<float> xrow(nv * kLanes + kw - 1, 0.0f);
   for (int64_t n = n0; n < n1; ++n) {
     for (int64_t i = 0; i < ho; ++i) {
@@ -215,24 +228,31 @@ void weight_gradient_few_maps(const float* x, const float* d, int64_t n0, int64_
         }
       }
       for (int64_t a = 0; a < kh; ++a) {
-        std::memcpy(xrow.data(), x + (n * h + i + a) * wd, wd * sizeof(float));
-        for (int64_t cc = 0; cc < kw; ++cc) {
-          vf* at = acc.data() + (a * kw + cc) * c;
-          for (int64_t v = 0; v < nv; ++v) {
-            const vf xv = load(xrow.data() + v * kLanes + cc);
-            for (int64_t o = 0; o < c; ++o) at[o] += xv * dt[o * nv + v];
+        const float* xr = x + (n * h + i + a) * wd * cin;
+        for (int64_t ci = 0; ci < cin; ++ci) {
+          if (cin == 1) {
+            std::memcpy(xrow.data(), xr, wd * sizeof(float));
+          } else {
+            for (int64_t k = 0; k < wd; ++k) xrow[k] = xr[k * cin + ci];
+          }
+          for (int64_t cc = 0; cc < kw; ++cc) {
+            vf* at = acc.data() + ((a * kw + cc) * cin + ci) * c;
+            for (int64_t v = 0; v < nv; ++v) {
+              const vf xv = load(xrow.data() + v * kLanes + cc);
+              for (int64_t o = 0; o < c; ++o) at[o] += xv * dt[o * nv + v];
+            }
           }
         }
       }
     }
   }
-  for (int64_t t = 0; t < kh * kw * c; ++t) out[t] = hsum(acc[t]);
-  for (int64_t o = 0; o < c; ++o) out[kh * kw * c + o] = hsum(accb[o]);
+  for (int64_t t = 0; t < kh * kw * cin * c; ++t) out[t] = hsum(acc[t]);
+  for (int64_t o = 0; o < c; ++o) out[kh * kw * cin * c + o] = hsum(accb[o]);
 }
 
-ffi::Error check_single_channel(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
+ffi::Error check_input(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
   auto xd = x.dimensions();
-  if (xd.size() != 4 || xd[3] != 1) return ffi::Error::InvalidArgument("x must be (N, H, W, 1)");
+  if (xd.size() != 4) return ffi::Error::InvalidArgument("x must be (N, H, W, Cin)");
   if (xd[1] < kh || xd[2] < kw) return ffi::Error::InvalidArgument("kernel larger than the input");
   return ffi::Error::Success();
 }
@@ -240,19 +260,26 @@ ffi::Error check_single_channel(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y) {
   auto wdims = w.dimensions();
-  if (wdims.size() != 4 || wdims[2] != 1) return ffi::Error::InvalidArgument("w must be (KH, KW, 1, C)");
-  const int64_t kh = wdims[0], kw = wdims[1], c = wdims[3];
-  if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
+  if (auto err = check_input(x, 1, 1); err.failure()) return err;
   auto xd = x.dimensions();
+  if (wdims.size() != 4 || wdims[2] != xd[3]) return ffi::Error::InvalidArgument("w must be (KH, KW, Cin, C)");
+  const int64_t kh = wdims[0], kw = wdims[1], cin = wdims[2], c = wdims[3];
+  if (auto err = check_input(x, kh, kw); err.failure()) return err;
   const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = h - kh + 1, wo = wd - kw + 1;
   const int64_t groups = (c + kLanes - 1) / kLanes;
-  std::vector<float> taps = padded_taps(w.typed_data(), kh * kw, c, groups);
+  std::vector<float> taps = padded_taps(w.typed_data(), kh * kw * cin, c, groups);
   std::vector<float> bias(groups * kLanes, 0.0f);
   std::memcpy(bias.data(), b.typed_data(), c * sizeof(float));
   const float* xp = x.typed_data();
   float* yp = y->typed_data();
   parallel_for(pool, n, [=, &taps, &bias](int64_t s) {
-    forward_sample(xp + s * h * wd, h, wd, kh, kw, c, taps.data(), bias.data(), yp + s * ho * wo * c);
+    const float* xs = xp + s * h * wd * cin;
+    float* ys = yp + s * ho * wo * c;
+    if (cin == 1) {
+      forward_sample<1>(xs, h, wd, cin, kh, kw, c, taps.data(), bias.data(), ys);
+    } else {
+      forward_sample<0>(xs, h, wd, cin, kh, kw, c, taps.data(), bias.data(), ys);
+    }
   });
   return ffi::Error::Success();
 }
@@ -262,59 +289,65 @@ ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   auto dd = d.dimensions();
   auto xd = x.dimensions();
   if (dd.size() != 4 || xd.size() != 4 || dd[0] != xd[0])
-    return ffi::Error::InvalidArgument("x must be (N, H, W, 1) and d (N, Ho, Wo, C)");
-  const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = dd[1], wo = dd[2], c = dd[3];
+    return ffi::Error::InvalidArgument("x must be (N, H, W, Cin) and d (N, Ho, Wo, C)");
+  const int64_t n = xd[0], h = xd[1], wd = xd[2], cin = xd[3], ho = dd[1], wo = dd[2], c = dd[3];
   const int64_t kh = h - ho + 1, kw = wd - wo + 1;
-  if (auto err = check_single_channel(x, kh, kw); err.failure()) return err;
+  if (auto err = check_input(x, kh, kw); err.failure()) return err;
   if (kh * kw > kMaxTaps) return ffi::Error::InvalidArgument("more than 160 kernel taps");
   // fixed chunks of samples (not one per thread), each with its own partial sums, added in order
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(16, n));
   const int64_t chunks = (n + chunk - 1) / chunk;
+  const int64_t taps = kh * kw * cin;
   const float* xp = x.typed_data();
   const float* dp = d.typed_data();
   float* dwp = dw->typed_data();
   float* dbp = db->typed_data();
   if (c < kLanes) {
-    const int64_t part = (kh * kw + 1) * c;
+    const int64_t part = (taps + 1) * c;
     std::vector<float> partial(chunks * part);
     float* pp = partial.data();
     parallel_for(pool, chunks, [=](int64_t k) {
-      weight_gradient_few_maps(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, kh, kw, c, pp + k * part);
+      weight_gradient_few_maps(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, cin, kh, kw, c,
+                               pp + k * part);
     });
-    std::fill(dwp, dwp + kh * kw * c, 0.0f);
+    std::fill(dwp, dwp + taps * c, 0.0f);
     std::fill(dbp, dbp + c, 0.0f);
     for (int64_t k = 0; k < chunks; ++k) {
-      for (int64_t t = 0; t < kh * kw * c; ++t) dwp[t] += pp[k * part + t];
-      for (int64_t o = 0; o < c; ++o) dbp[o] += pp[k * part + kh * kw * c + o];
+      for (int64_t t = 0; t < taps * c; ++t) dwp[t] += pp[k * part + t];
+      for (int64_t o = 0; o < c; ++o) dbp[o] += pp[k * part + taps * c + o];
     }
     return ffi::Error::Success();
   }
   const int64_t groups = (c + kLanes - 1) / kLanes;
-  const int64_t part = (kh * kw + 1) * kLanes;
-  std::vector<float> partial(chunks * groups * part);
+  const int64_t part = (kh * kw + 1) * kLanes;  // one input channel's taps and the bias, 16 maps
+  const int64_t per_chunk = groups * cin;
+  std::vector<float> partial(chunks * per_chunk * part);
   float* pp = partial.data();
-  parallel_for(pool, chunks * groups, [=](int64_t task) {
-    const int64_t k = task / groups, g = task % groups;
+  parallel_for(pool, chunks * per_chunk, [=](int64_t task) {
+    const int64_t k = task / per_chunk, g = (task % per_chunk) / cin, ci = task % cin;
     float* out = pp + task * part;
-    weight_gradient_part(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, kh, kw, c, g, out,
+    weight_gradient_part(xp, dp, k * chunk, std::min(n, (k + 1) * chunk), h, wd, cin, ci, kh, kw, c, g, out,
                          out + kh * kw * kLanes);
   });
-  std::fill(dwp, dwp + kh * kw * c, 0.0f);
+  std::fill(dwp, dwp + taps * c, 0.0f);
   std::fill(dbp, dbp + c, 0.0f);
   for (int64_t k = 0; k < chunks; ++k)
     for (int64_t g = 0; g < groups; ++g) {
-      const float* src = pp + (k * groups + g) * part;
       const int64_t lanes = std::min<int64_t>(kLanes, c - g * kLanes);
-      for (int64_t t = 0; t < kh * kw; ++t)
-        for (int64_t l = 0; l < lanes; ++l) dwp[t * c + g * kLanes + l] += src[t * kLanes + l];
-      for (int64_t l = 0; l < lanes; ++l) dbp[g * kLanes + l] += src[kh * kw * kLanes + l];
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const float* src = pp + ((k * groups + g) * cin + ci) * part;
+        for (int64_t t = 0; t < kh * kw; ++t)
+          for (int64_t l = 0; l < lanes; ++l) dwp[(t * cin + ci) * c + g * kLanes + l] += src[t * kLanes + l];
+        if (ci == 0)  // every channel's pass sums the same deltas
+          for (int64_t l = 0; l < lanes; ++l) dbp[g * kLanes + l] += src[kh * kw * kLanes + l];
+      }
     }
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnSingleChannelConvForward, ForwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvForward, ForwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -322,7 +355,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnSingleChannelConvForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnSingleChannelConvWeightGradient, WeightGradientImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvWeightGradient, WeightGradientImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
