@@ -90,6 +90,27 @@ def test_conv_weight_gradient_uses_native(shape, with_bias):
         _close(got, want)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_input_gradient_equals_plain(shape):
+    x, k, _, d = _arrays(*shape, seed=9)
+    want = jax.vjp(lambda x: native.reference_forward(x, k, None), x)[1](d)[0]
+    _close(jax.jit(native._ffi_input_gradient)(d, k), want)
+    fn = lambda d, k: fc.conv_input_gradient(d, k, x.shape[1:3])  # noqa: E731
+    assert _calls(fn, d, k) == 1
+    _close(jax.jit(fn)(d, k), want)
+
+
+def test_autodiff_input_gradient_is_native():
+    """Reverse mode through a hidden conv: native forward, input gradient and weight gradient."""
+    x, k, b, d = _arrays(2, 14, 14, 16, 5, 5, 6, seed=10)
+    loss = lambda x, k, b: jnp.sum(jnp.tanh(fc.conv_valid(x, k, b)) * d)  # noqa: E731
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    assert _calls(grad, x, k, b) == 3
+    want = jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(native.reference_forward(x, k, b)) * d), argnums=(0, 1, 2))
+    for g, w in zip(jax.jit(grad)(x, k, b), want(x, k, b)):
+        _close(g, w)
+
+
 def test_eligibility():
     x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
     assert native.forward_eligible(x, k, b) and native.weight_gradient_eligible(x, d, (5, 5))
@@ -104,6 +125,8 @@ def test_eligibility():
     k3 = jnp.concatenate([k, k], axis=2)
     assert native.forward_eligible(x3, k3) and _calls(lambda x, k: fc.conv_valid(x, k), x3, k3) == 1
     assert not native.forward_eligible(x, k.astype(jnp.bfloat16))
+    assert native.input_gradient_eligible(d, k) and not native.input_gradient_eligible(d[..., :6], k)
+    assert not native.input_gradient_eligible(d, k.astype(jnp.bfloat16))
 
 
 def test_float64_takes_the_xla_formulation(x64):
@@ -111,6 +134,7 @@ def test_float64_takes_the_xla_formulation(x64):
     assert not native.forward_eligible(x, k, b)
     assert _calls(lambda x, k: fc.conv_valid(x, k, b), x, k) == 0
     assert _calls(lambda x, d: fc.conv_weight_gradient(x, d, (5, 5)), x, d) == 0
+    assert _calls(lambda d, k: fc.conv_input_gradient(d, k, (12, 12)), d, k) == 0
 
 
 def test_switched_off(monkeypatch):
@@ -149,9 +173,9 @@ def test_autodiff_jvp_and_vmap_through_native_forward(cin):
     _close(per_sample, ref(x, k, b))
 
 
-@pytest.mark.parametrize("net,kernels", [("ignet_fig5", 2), ("lenet5", 4)])
+@pytest.mark.parametrize("net,kernels", [("ignet_fig5", 2), ("lenet5", 5)])
 def test_hand_written_gradients_with_native_kernels_equal_autodiff(net, kernels):
-    """In float32: hand-written (native forward + weight gradient, each conv) against jax.grad."""
+    """In float32: hand-written (native forward and weight gradient of each conv, input gradient of the hidden one) against jax.grad."""
     model = getattr(zoo, net)(head_activation=None)
     params, state = model.init(jax.random.key(0))
     rng = np.random.default_rng(6)
@@ -164,7 +188,7 @@ def test_hand_written_gradients_with_native_kernels_equal_autodiff(net, kernels)
 
     manual_fn = value_and_grad(model, "softmax_cross_entropy", "manual")
     lowered = jax.jit(lambda p: manual_fn(p, state, x, y, train=True, key=jax.random.key(1))).lower(params)
-    assert lowered.as_text().count("jigcnn_direct_conv") == kernels  # forward and weight gradient
+    assert lowered.as_text().count("jigcnn_direct_conv") == kernels
     (loss_m, _), g_m = grads("manual")
     (loss_a, _), g_a = grads("autodiff")
     np.testing.assert_allclose(float(loss_m), float(loss_a), rtol=1e-6)

@@ -197,7 +197,10 @@ def _direct_conv_jvp(t, primals, tangents):
     y = _direct_conv(x, w, bias, t)
     dy = jnp.zeros_like(y)
     if not isinstance(dx, SymbolicZero):
-        dy = dy + _banded_product(dx, w, None, t, predicate_from=x)
+        # one primitive whose transpose is `conv_input_gradient` (the native kernel on the CPU)
+        from jigcnn.fast.input_tangent import input_term
+
+        dy = dy + input_term(dx, w, block=t)
     no_dw = isinstance(dw, SymbolicZero)
     no_db = bias is None or isinstance(dbias, SymbolicZero)
     if no_dw and no_db:
@@ -257,7 +260,20 @@ def _weight_gradient_gemm(x, delta, *, kernel_hw, block, with_bias: bool, predic
 
 
 def conv_input_gradient(delta, w, in_hw, *, block: int | None = None):
-    """dL/dx (N, H, W, Cin) of a valid, stride-1 convolution of an H x W input, the transposed product.
+    """dL/dx (N, H, W, Cin) of a valid, stride-1 convolution of an H x W input for the deltas `delta`.
+
+    In float32 on the CPU the native kernel (`fast.native`); otherwise the transposed product
+    (`_input_gradient_gemm`).
+    """
+    kh, kw = w.shape[:2]
+    if tuple(in_hw) == (delta.shape[1] + kh - 1, delta.shape[2] + kw - 1) and native.input_gradient_eligible(delta, w):
+        return native.input_gradient(delta, w, functools.partial(_input_gradient_gemm, in_hw=tuple(in_hw),
+                                                                 block=block))
+    return _input_gradient_gemm(delta, w, in_hw=in_hw, block=block)
+
+
+def _input_gradient_gemm(delta, w, *, in_hw, block, apart: bool = True):
+    """`conv_input_gradient` as the transposed product (the XLA formulation).
 
     The window gradients ``delta_blocks @ wb.T`` are added back onto the input positions they
     were gathered from (the transpose of `window_blocks`, an overlap-add). Measured faster than
@@ -275,8 +291,9 @@ def conv_input_gradient(delta, w, in_hw, *, block: int | None = None):
     x_like = jax.ShapeDtypeStruct((n, h, wd, cin), delta.dtype)
     back = jax.linear_transpose(lambda x: window_blocks(x, kh, kw, ho, wo, t)[0], x_like)
     # apart: fused into its consumer (the max-pool backward, the activation's derivative) the
-    # overlap-add ran ~1.2x slower for the whole LeNet-5 hand-written step
-    return unfused(lambda g: back(g)[0], gxb)
+    # overlap-add ran ~1.2x slower for the whole LeNet-5 hand-written step. Not for tangents
+    # (`apart=False`, in higher derivatives): their conditional would not transpose.
+    return unfused(lambda g: back(g)[0], gxb) if apart else back(gxb)[0]
 
 
 # --- plain references (what the fast kernels are tested against) ---

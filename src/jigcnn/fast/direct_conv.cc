@@ -6,6 +6,8 @@
 //   forward:          y[n, i, j, o] = b[o] + sum_{a, c, k} x[n, i + a, j + c, k] * w[a, c, k, o]
 //   weight gradient:  dw[a, c, k, o] = sum_{n, i, j} x[n, i + a, j + c, k] * d[n, i, j, o],
 //                     db[o] = sum_{n, i, j} d[n, i, j, o]
+//   input gradient:   dx[n, y, z, k] = sum_{a, c, o} d[n, y - a, z - c, o] * w[a, c, k, o] (deltas
+//                     outside the output are zero), vectorised over 16 input columns
 //
 // The output maps are processed 16 at a time (one 512-bit vector, or two 256-bit ones):
 // the forward keeps P output positions' accumulators in registers and broadcasts each input
@@ -250,6 +252,66 @@ void weight_gradient_few_maps(const float* x, const float* d, int64_t n0, int64_
   for (int64_t o = 0; o < c; ++o) out[kh * kw * cin * c + o] = hsum(accb[o]);
 }
 
+// Input gradient of one sample for the KB input channels from k0: dx[y, x, k] = sum_{a, c, o}
+// d[y - a, x - c, o] * w[a, c, k, o], vectorised over 16 input columns, KB register accumulators
+// (one per channel), so each shifted delta vector is loaded once for KB multiply-adds.
+template <int KB>
+void input_gradient_block(const float* dt, int64_t stride, const float* w, int64_t ho, int64_t wo, int64_t c,
+                          int64_t kh, int64_t kw, int64_t cin, int64_t k0, float* dx) {
+  const int64_t h = ho + kh - 1, wd = wo + kw - 1;
+  const int64_t nv = (wd + kLanes - 1) / kLanes;
+  float out[kLanes];
+  for (int64_t y = 0; y < h; ++y) {
+    const int64_t a0 = std::max<int64_t>(0, y - ho + 1), a1 = std::min<int64_t>(kh, y + 1);
+    for (int64_t v = 0; v < nv; ++v) {
+      vf acc[KB];
+      for (int k = 0; k < KB; ++k) acc[k] = vf{};
+      for (int64_t a = a0; a < a1; ++a) {
+        const float* rows = dt + (y - a) * c * stride + v * kLanes + kw - 1;
+        for (int64_t cc = 0; cc < kw; ++cc) {
+          const float* taps = w + ((a * kw + cc) * cin + k0) * c;
+          for (int64_t o = 0; o < c; ++o) {
+            const vf dv = load(rows + o * stride - cc);
+#pragma GCC unroll 8
+            for (int k = 0; k < KB; ++k) acc[k] += dv * broadcast(taps[k * c + o]);
+          }
+        }
+      }
+      const int64_t cols = std::min<int64_t>(kLanes, wd - v * kLanes);
+      for (int k = 0; k < KB; ++k) {
+        store(out, acc[k]);
+        for (int64_t l = 0; l < cols; ++l) dx[(y * wd + v * kLanes + l) * cin + k0 + k] = out[l];
+      }
+    }
+  }
+}
+
+// Input gradient of one sample. The deltas are first laid out as (row, map, column) with kw - 1
+// zeros before each row and zeros after it, so every shifted vector load reads zeros outside it.
+void input_gradient_sample(const float* d, const float* w, int64_t ho, int64_t wo, int64_t c, int64_t kh,
+                           int64_t kw, int64_t cin, float* dx) {
+  const int64_t wd = wo + kw - 1;
+  const int64_t nv = (wd + kLanes - 1) / kLanes;
+  const int64_t stride = nv * kLanes + kw - 1;  // one map's padded row
+  std::vector<float> dt(ho * c * stride, 0.0f);
+  for (int64_t i = 0; i < ho; ++i)
+    for (int64_t j = 0; j < wo; ++j)
+      for (int64_t o = 0; o < c; ++o) dt[(i * c + o) * stride + kw - 1 + j] = d[(i * wo + j) * c + o];
+  for (int64_t k0 = 0; k0 < cin; k0 += 8) {
+    const float* t = dt.data();
+    switch (std::min<int64_t>(8, cin - k0)) {
+      case 1: input_gradient_block<1>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 2: input_gradient_block<2>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 3: input_gradient_block<3>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 4: input_gradient_block<4>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 5: input_gradient_block<5>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 6: input_gradient_block<6>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      case 7: input_gradient_block<7>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+      default: input_gradient_block<8>(t, stride, w, ho, wo, c, kh, kw, cin, k0, dx); break;
+    }
+  }
+}
+
 ffi::Error check_input(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
   auto xd = x.dimensions();
   if (xd.size() != 4) return ffi::Error::InvalidArgument("x must be (N, H, W, Cin)");
@@ -345,6 +407,24 @@ ffi::Error WeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   return ffi::Error::Success();
 }
 
+ffi::Error InputGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::F32> w,
+                             ffi::ResultBuffer<ffi::F32> dx) {
+  auto dd = d.dimensions();
+  auto wdims = w.dimensions();
+  if (dd.size() != 4 || wdims.size() != 4 || wdims[3] != dd[3])
+    return ffi::Error::InvalidArgument("d must be (N, Ho, Wo, C) and w (KH, KW, Cin, C)");
+  const int64_t n = dd[0], ho = dd[1], wo = dd[2], c = dd[3];
+  const int64_t kh = wdims[0], kw = wdims[1], cin = wdims[2];
+  const int64_t h = ho + kh - 1, wd = wo + kw - 1;
+  const float* dp = d.typed_data();
+  const float* wp = w.typed_data();
+  float* dxp = dx->typed_data();
+  parallel_for(pool, n, [=](int64_t s) {
+    input_gradient_sample(dp + s * ho * wo * c, wp, ho, wo, c, kh, kw, cin, dxp + s * h * wd * cin);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvForward, ForwardImpl,
@@ -361,4 +441,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvWeightGradient, WeightGradientImpl
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvInputGradient, InputGradientImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

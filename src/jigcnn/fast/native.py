@@ -41,7 +41,8 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 ENABLED = os.environ.get("JIGCNN_NATIVE", "1") not in ("0", "false", "no", "off")
 MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the C++ source)
 _TARGETS = {"forward": "JigcnnDirectConvForward",
-            "weight_gradient": "JigcnnDirectConvWeightGradient"}
+            "weight_gradient": "JigcnnDirectConvWeightGradient",
+            "input_gradient": "JigcnnDirectConvInputGradient"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
 _SUSPENDED = threading.local()
@@ -161,6 +162,11 @@ def weight_gradient_eligible(x, delta, kernel_hw) -> bool:
             and kh * kw <= MAX_TAPS and _float32(x, delta) and available())
 
 
+def input_gradient_eligible(delta, w) -> bool:
+    """Whether `input_gradient` serves it: (N, Ho, Wo, C) deltas and a (KH, KW, Cin, C) kernel in float32."""
+    return delta.ndim == 4 and w.ndim == 4 and delta.shape[-1] == w.shape[-1] and _float32(delta, w) and available()
+
+
 def _ffi_forward(x, w, b):
     n, h, wd, _ = x.shape
     kh, kw, _, c = w.shape
@@ -172,6 +178,13 @@ def _ffi_weight_gradient(x, delta, kh: int, kw: int):
     c = delta.shape[-1]
     outs = (jax.ShapeDtypeStruct((kh, kw, x.shape[-1], c), jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32))
     return jax.ffi.ffi_call("jigcnn_direct_conv_weight_gradient", outs, vmap_method="sequential")(x, delta)
+
+
+def _ffi_input_gradient(delta, w):
+    n, ho, wo, _ = delta.shape
+    kh, kw, cin, _ = w.shape
+    out = jax.ShapeDtypeStruct((n, ho + kh - 1, wo + kw - 1, cin), jnp.float32)
+    return jax.ffi.ffi_call("jigcnn_direct_conv_input_gradient", out, vmap_method="sequential")(delta, w)
 
 
 def forward(x, w, bias, fallback):
@@ -192,6 +205,11 @@ def weight_gradient(x, delta, kernel_hw, fallback):
                                       default=fallback)
 
 
+def input_gradient(delta, w, fallback):
+    """dL/dx (N, Ho + KH - 1, Wo + KW - 1, Cin) of that convolution for the deltas; `fallback(delta, w)` off the CPU."""
+    return jax.lax.platform_dependent(delta, w, cpu=_ffi_input_gradient, default=fallback)
+
+
 def reference_forward(x, w, bias):
     """What `forward` computes, with XLA's convolution (for tests)."""
     y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -199,4 +217,5 @@ def reference_forward(x, w, bias):
 
 
 __all__ = ["ENABLED", "MAX_TAPS", "SOURCE", "available", "build", "cache_dir", "forward", "forward_eligible",
-           "library_path", "reference_forward", "suspended", "weight_gradient", "weight_gradient_eligible"]
+           "input_gradient", "input_gradient_eligible", "library_path", "reference_forward", "suspended",
+           "weight_gradient", "weight_gradient_eligible"]

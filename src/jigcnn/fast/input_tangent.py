@@ -1,0 +1,110 @@
+"""The input-tangent term of a convolution, a primitive whose transpose is the input gradient.
+
+The companion of `fast.kernel_tangent`: in forward mode a convolution's tangent has a term
+``conv(dx, w)`` for the input tangent, which reverse mode transposes into the input gradient
+(the deltas carried back to the layer below). As one primitive, ``input_term_p``, with that
+transpose given explicitly, reverse mode runs the native input-gradient kernel (`fast.native`)
+while forward mode, vmap and higher derivatives keep working through the XLA formulation:
+
+* evaluating the term runs `conv.direct_forward` (native forward when it serves);
+* it is bilinear in (dx, w): its JVP is ``input_term(tdx, w) + conv(dx, tw)``, and its transpose
+  is the input gradient for dx and the weight gradient for w;
+* the input gradient's own JVP is the bilinear XLA formulation, so the transposed program can be
+  differentiated again;
+* under vmap it runs the XLA formulation, vectorised.
+
+Tested in float64 against XLA's convolution (tests/test_fast_conv.py) and in float32 with the
+native kernels (tests/test_fast_native.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+input_term_p = Primitive("jigcnn_conv_input_term")
+
+
+def input_term(dx, w, *, block: int):
+    """``conv_valid(dx, w)``, linear in `dx` (and in `w`); its transpose is the input gradient."""
+    return input_term_p.bind(dx, w, block=block)
+
+
+def _evaluate(dx, w, *, block: int):
+    from jigcnn.fast import conv
+
+    return conv.direct_forward(dx, w, None, block)
+
+
+def _abstract(dx, w, *, block: int):
+    n, h, wd, _ = dx.shape
+    kh, kw, _, c = w.shape
+    return jax.core.ShapedArray((n, h - kh + 1, wd - kw + 1, c), jnp.result_type(dx, w))
+
+
+def _jvp(primals, tangents, *, block: int):
+    from jigcnn.fast import conv
+
+    dx, w = primals
+    tdx, tw = tangents
+    out = input_term(dx, w, block=block)
+    dout = ad.Zero.from_primal_value(out)
+    if type(tdx) is not ad.Zero:
+        dout = input_term(tdx, w, block=block)
+    if type(tw) is not ad.Zero:
+        w_term = conv._banded_product(dx, tw, None, block)
+        dout = w_term if type(dout) is ad.Zero else dout + w_term
+    return out, dout
+
+
+def _transpose(ct, dx, w, *, block: int):
+    from jigcnn.fast.kernel_tangent import weight_gradient
+
+    if ad.is_undefined_primal(dx) and ad.is_undefined_primal(w):
+        raise NotImplementedError("input_term is linear in dx or in w, not in both at once")
+    if type(ct) is ad.Zero:
+        return [None, None]
+    if ad.is_undefined_primal(dx):
+        return [input_gradient(ct, w, tuple(dx.aval.shape[1:3]), block), None]
+    kh, kw = w.aval.shape[:2]
+    return [None, weight_gradient(dx, ct, kh, kw, block)[0]]
+
+
+def _batch(args, dims, *, block: int):
+    from jigcnn.fast import conv
+
+    fn = functools.partial(conv._banded_product, bias=None, t=block)
+    return jax.vmap(fn, in_axes=dims)(*args), 0
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def input_gradient(delta, w, in_hw: tuple, block: int):
+    """dL/dx of a convolution (native when it serves); its JVP is the XLA formulation."""
+    from jigcnn.fast import conv
+
+    return conv.conv_input_gradient(delta, w, in_hw, block=block)
+
+
+@input_gradient.defjvp
+def _input_gradient_jvp(in_hw, block, primals, tangents):
+    from jigcnn.fast import conv
+
+    delta, w = primals
+    td, tw = tangents
+    gemm = functools.partial(conv._input_gradient_gemm, in_hw=in_hw, block=block, apart=False)
+    # bilinear in (delta, w)
+    return input_gradient(delta, w, in_hw, block), gemm(td, w) + gemm(delta, tw)
+
+
+input_term_p.def_impl(_evaluate)
+input_term_p.def_abstract_eval(_abstract)
+mlir.register_lowering(input_term_p, mlir.lower_fun(_evaluate, multiple_results=False))
+ad.primitive_jvps[input_term_p] = _jvp
+ad.primitive_transposes[input_term_p] = _transpose
+batching.primitive_batchers[input_term_p] = _batch
+
+__all__ = ["input_gradient", "input_term", "input_term_p"]
