@@ -24,7 +24,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+from jax.interpreters import ad
+
+from jigcnn.fast.kernel_tangent import register, weight_gradient
 
 input_term_p = Primitive("jigcnn_conv_input_term")
 
@@ -62,8 +64,6 @@ def _jvp(primals, tangents, *, block: int):
 
 
 def _transpose(ct, dx, w, *, block: int):
-    from jigcnn.fast.kernel_tangent import weight_gradient
-
     if ad.is_undefined_primal(dx) and ad.is_undefined_primal(w):
         raise NotImplementedError("input_term is linear in dx or in w, not in both at once")
     if type(ct) is ad.Zero:
@@ -100,11 +100,6 @@ def _input_gradient_jvp(in_hw, block, primals, tangents):
     return input_gradient(delta, w, in_hw, block), gemm(td, w) + gemm(delta, tw)
 
 
-input_term_p.def_impl(_evaluate)
-input_term_p.def_abstract_eval(_abstract)
-mlir.register_lowering(input_term_p, mlir.lower_fun(_evaluate, multiple_results=False))
-ad.primitive_jvps[input_term_p] = _jvp
-ad.primitive_transposes[input_term_p] = _transpose
-batching.primitive_batchers[input_term_p] = _batch
+register(input_term_p, evaluate=_evaluate, abstract=_abstract, jvp=_jvp, transpose=_transpose, batch=_batch)
 
 __all__ = ["input_gradient", "input_term", "input_term_p"]

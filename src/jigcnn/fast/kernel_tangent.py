@@ -101,11 +101,16 @@ def _weight_gradient_jvp(kh, kw, block, primals, tangents):
     return out, (tangent_w + more_w, tangent_b)
 
 
-kernel_term_p.def_impl(_evaluate)
-kernel_term_p.def_abstract_eval(_abstract)
-mlir.register_lowering(kernel_term_p, mlir.lower_fun(_evaluate, multiple_results=False))
-ad.primitive_jvps[kernel_term_p] = _jvp
-ad.primitive_transposes[kernel_term_p] = _transpose
-batching.primitive_batchers[kernel_term_p] = _batch
+def register(primitive, *, evaluate, abstract, jvp, transpose, batch) -> None:
+    """Give a tangent-term primitive its evaluation (also its lowering), shape rule, JVP, transpose and batching rule."""
+    primitive.def_impl(evaluate)
+    primitive.def_abstract_eval(abstract)
+    mlir.register_lowering(primitive, mlir.lower_fun(evaluate, multiple_results=False))
+    ad.primitive_jvps[primitive] = jvp
+    ad.primitive_transposes[primitive] = transpose
+    batching.primitive_batchers[primitive] = batch
 
-__all__ = ["kernel_term", "kernel_term_p", "weight_gradient"]
+
+register(kernel_term_p, evaluate=_evaluate, abstract=_abstract, jvp=_jvp, transpose=_transpose, batch=_batch)
+
+__all__ = ["kernel_term", "kernel_term_p", "register", "weight_gradient"]
