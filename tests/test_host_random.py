@@ -72,17 +72,17 @@ _BIT_FOR_BIT = textwrap.dedent("""
     sys.path.insert(0, "tests")
     from test_host_random import SEEDS, SHAPES, _nets
 
-    for seed in SEEDS[:3]:
+    for seed in SEEDS[:2]:
         key = jax.random.key(seed)
         hkey = host_random.host_key(key)
-        for shape, lo, hi in SHAPES:  # jax.random.uniform is itself a jitted program
+        for shape, lo, hi in SHAPES[1:5]:  # jax.random.uniform is itself a jitted program
             ours = host_random.uniform(hkey, shape, np.float32, lo, hi)
             assert np.array_equal(ours, np.asarray(jax.random.uniform(key, shape, jnp.float32, lo, hi))), shape
-    for mode in ("fan_in", "fan_out", "fan_avg", "fan_geo_avg"):
+    for mode in ("fan_in", "fan_avg"):  # (the modes differ in a Python float only: all four in-process)
         ours = VarianceScaling(2.0, mode, "uniform").kernel(hkey, (5, 5, 6, 16), 0, np.float32)
         theirs = jax.nn.initializers.variance_scaling(2.0, mode, "uniform")(key, (5, 5, 6, 16), jnp.float32)
         assert np.array_equal(ours, np.asarray(theirs)), mode
-    for name in ("lenet5", "biases, batch norm, prelu"):  # glorot, he and Eq. 3 uniforms, drawn in one program
+    for name in ("biases, batch norm, prelu",):  # he and Eq. 3 uniforms, frozen biases, drawn in one program
         net = _nets()[name]
         key = jax.random.key(3)
         host = net.init(key)
