@@ -207,9 +207,33 @@ def test_failed_build_names_the_compiler_and_leaves_no_file(tmp_path, monkeypatc
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
     with pytest.raises(RuntimeError, match="compiling direct_conv.cc failed"):
         native.build(compiler="false")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler: 'no-such-compiler-xyz'"):
         native.build(compiler="no-such-compiler-xyz")
+
+
+def test_concurrent_builds_compile_once(tmp_path, monkeypatch):
+    """Processes or threads starting together (test workers) wait for one compilation instead of each running it."""
+    import threading
+    import time
+
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path))
+    calls = []
+
+    def fake_compiler(cmd, **kw):
+        calls.append(cmd)
+        time.sleep(0.3)
+        pathlib.Path(cmd[cmd.index("-o") + 1]).write_bytes(b"library")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(native.subprocess, "run", fake_compiler)
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(native.build())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(paths)) == 1 and paths[0].read_bytes() == b"library"
 
 
 def test_without_a_compiler_the_xla_formulation_runs(tmp_path):

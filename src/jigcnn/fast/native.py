@@ -93,12 +93,31 @@ def build(compiler: str | None = None) -> pathlib.Path:
     from jigcnn.atomic import atomic_path
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        cmd = [exe, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+    with _build_lock(out):
+        if out.exists():  # another process built it while this one waited
+            return out
+        with atomic_path(out) as tmp:
+            cmd = [exe, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     return out
+
+
+@contextlib.contextmanager
+def _build_lock(out: pathlib.Path):
+    """One compilation at a time per library file across processes (test workers, parallel runs); POSIX only."""
+    try:
+        import fcntl
+    except ImportError:  # no flock: concurrent builds still each write atomically
+        yield
+        return
+    with open(out.with_name(out.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load() -> bool:
