@@ -20,11 +20,6 @@ def _uniform(key, shape, dtype, minval, maxval):
     return jax.random.uniform(key, shape, dtype, minval, maxval)
 
 
-def _zeros(key, shape, dtype):
-    """Zeros, on the host when `key` is."""
-    return host_random.full(key, shape, 0, dtype)
-
-
 @dataclasses.dataclass(frozen=True)
 class Initializer:
     """Base class: draws a layer's kernel and bias.
@@ -39,7 +34,7 @@ class Initializer:
 
     def bias(self, key, shape, dtype=jnp.float32):
         """Draw a bias of `shape` (zeros unless the rule says otherwise)."""
-        return _zeros(key, shape, dtype)
+        return host_random.full(key, shape, 0, dtype)
 
     def draws_on_host(self, dtype) -> bool:
         """Whether `kernel` and `bias` accept a HostKey for `dtype` (a subclass must opt in)."""
@@ -71,7 +66,7 @@ class IgNetUniform(Initializer):
     def bias(self, key, shape, dtype=jnp.float32):
         """Eq. 3 bias: uniform in +-B."""
         if self.B == 0:
-            return _zeros(key, shape, dtype)
+            return host_random.full(key, shape, 0, dtype)
         return _uniform(key, shape, dtype, -self.B, self.B)
 
     def draws_on_host(self, dtype) -> bool:

@@ -192,17 +192,20 @@ void weight_gradient_range(const float* x, const float* d, int64_t n0, int64_t n
   store(db, accb);
 }
 
+template <int CIN>
+void weight_gradient_sized(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
+                           int64_t cin, int64_t ci, int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw,
+                           float* db) {
+  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5, CIN>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3, CIN>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  weight_gradient_range<0, 0, CIN>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+}
+
 void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
                           int64_t cin, int64_t ci, int64_t kh, int64_t kw, int64_t c, int64_t g, float* dw,
                           float* db) {
-  if (cin == 1) {
-    if (kh == 5 && kw == 5) return weight_gradient_range<5, 5, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
-    if (kh == 3 && kw == 3) return weight_gradient_range<3, 3, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
-    return weight_gradient_range<0, 0, 1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
-  }
-  if (kh == 5 && kw == 5) return weight_gradient_range<5, 5, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
-  if (kh == 3 && kw == 3) return weight_gradient_range<3, 3, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
-  weight_gradient_range<0, 0, 0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  if (cin == 1) return weight_gradient_sized<1>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
+  weight_gradient_sized<0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
 }
 
 // Fewer than 16 maps: vectorised over 16 output columns instead (the map vectors would run part
@@ -322,11 +325,11 @@ ffi::Error check_input(ffi::Buffer<ffi::F32>& x, int64_t kh, int64_t kw) {
 ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y) {
   auto wdims = w.dimensions();
-  if (auto err = check_input(x, 1, 1); err.failure()) return err;
-  auto xd = x.dimensions();
-  if (wdims.size() != 4 || wdims[2] != xd[3]) return ffi::Error::InvalidArgument("w must be (KH, KW, Cin, C)");
+  if (wdims.size() != 4) return ffi::Error::InvalidArgument("w must be (KH, KW, Cin, C)");
   const int64_t kh = wdims[0], kw = wdims[1], cin = wdims[2], c = wdims[3];
   if (auto err = check_input(x, kh, kw); err.failure()) return err;
+  auto xd = x.dimensions();
+  if (xd[3] != cin) return ffi::Error::InvalidArgument("w's input channels differ from x's");
   const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = h - kh + 1, wo = wd - kw + 1;
   const int64_t groups = (c + kLanes - 1) / kLanes;
   std::vector<float> taps = padded_taps(w.typed_data(), kh * kw * cin, c, groups);

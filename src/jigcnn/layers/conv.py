@@ -11,7 +11,7 @@ from jax import lax
 
 from jigcnn.fast import conv as fast_conv
 from jigcnn.fast import wide_conv
-from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, pair
+from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, host_drawable, pair
 
 PAD_MODES = ("zeros", "edge")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -134,6 +134,7 @@ class Conv2D(Neurons):
         """The (cin, features) connection mask, or None when every input feeds every output."""
         return connection_mask(self.connection_table, int(self.groups), cin, int(self.features), self)
 
+    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """Draw the kernel (and bias); Eq. 3's v*h is the kernel's spatial extent."""
         k, _, _, _, out = self.geometry(in_shape)
@@ -141,10 +142,6 @@ class Conv2D(Neurons):
         params, state = self.draw(key, (k[0], k[1], cin, self.features), k[0] * k[1], dtype, self.mask(cin))
         return out, params, state
 
-
-    def draws_on_host(self, dtype) -> bool:
-        """Host draws for this class's `init` with an initializer that can."""
-        return type(self).init is Conv2D.init and super().draws_on_host(dtype)
     def effective_kernel(self, params):
         """The kernel with unconnected entries forced to zero."""
         kernel = params["kernel"]

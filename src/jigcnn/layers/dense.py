@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from jigcnn.fast import dense as fast_dense
-from jigcnn.layers.base import Neurons, check_batch
+from jigcnn.layers.base import Neurons, check_batch, host_drawable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,16 +29,13 @@ class Dense(Neurons):
             raise self.error(f"expects a vector per sample, got shape {tuple(in_shape)}; put a Flatten() before it")
         return (int(self.features),)
 
+    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """Draw the (D, features) kernel and the bias."""
         out = self.output_shape(in_shape)
         params, state = self.draw(key, (in_shape[0], self.features), in_shape[0], dtype)
         return out, params, state
 
-
-    def draws_on_host(self, dtype) -> bool:
-        """Host draws for this class's `init` with an initializer that can."""
-        return type(self).init is Dense.init and super().draws_on_host(dtype)
     def preactivation(self, params, state, x):
         """z = x @ kernel + bias."""
         check_batch(self, x, 2)

@@ -11,7 +11,7 @@ import numpy as np
 
 from jigcnn.activations import activation_param, check_activation, get_activation
 from jigcnn.host_random import full
-from jigcnn.layers.base import Layer
+from jigcnn.layers.base import Layer, host_drawable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,13 +95,10 @@ class PReLU(Layer):
         """Unchanged."""
         return tuple(in_shape)
 
+    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """One slope per channel."""
         return tuple(in_shape), {"alpha": full(key, (in_shape[-1],), self.init_slope, dtype)}, {}
-
-    def draws_on_host(self, dtype) -> bool:
-        """A constant only: any dtype, unless a subclass redefines `init`."""
-        return type(self).init is PReLU.init
 
     def apply(self, params, state, x, *, train=False, key=None):
         """x for x > 0, alpha * x otherwise."""

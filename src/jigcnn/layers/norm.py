@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jigcnn.host_random import full
-from jigcnn.layers.base import Layer
+from jigcnn.layers.base import Layer, host_drawable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +41,13 @@ class BatchNorm(Layer):
             raise self.error("needs at least a channel axis")
         return tuple(in_shape)
 
+    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """scale = 1, offset = 0; running mean 0 and variance 1."""
         c = self.output_shape(in_shape)[-1]
         params = {"scale": full(key, (c,), 1, dtype), "offset": full(key, (c,), 0, dtype)}
         state = {"mean": full(key, (c,), 0, dtype), "var": full(key, (c,), 1, dtype)}
         return tuple(in_shape), params, state
-
-    def draws_on_host(self, dtype) -> bool:
-        """Constants only: any dtype, unless a subclass redefines `init`."""
-        return type(self).init is BatchNorm.init
 
     def reduce_axes(self, x) -> tuple[int, ...]:
         """Every axis but the channel axis."""
