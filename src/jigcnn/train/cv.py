@@ -264,7 +264,7 @@ def expand_dataset(key, images, factor: int, augment: Callable | None = None):
 
 @dataclasses.dataclass
 class CVResult:
-    """Per-fold metrics, their mean and std, the protocol used and the leak counts."""
+    """Per-fold metrics, their mean and std, the protocol used, the leak counts and the splits used."""
 
     protocol: str
     k: int
@@ -273,6 +273,7 @@ class CVResult:
     mean: dict
     std: dict
     histories: list = dataclasses.field(default_factory=list)
+    splits: ProtocolSplits | None = None  # the validation rows and folds that were trained on
 
     def summary(self) -> str:
         lines = [f"protocol={self.protocol} k={self.k} augment x{self.augment_factor}"]
@@ -368,7 +369,7 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     vals = {m: np.array([fd["metrics"][m] for fd in folds], np.float64) for m in names}
     mean = {m: float(v.mean()) for m, v in vals.items()}
     std = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in vals.items()}
-    return CVResult(protocol, k, augment_factor, folds, mean, std, histories)
+    return CVResult(protocol, k, augment_factor, folds, mean, std, histories, splits)
 
 
 __all__ = ["PROTOCOLS", "as_augment", "kfold_indices", "split_validation", "protocol_splits", "ProtocolSplits",
