@@ -13,9 +13,13 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import pathlib
+import re
 import warnings
+import zipfile
+import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -35,7 +39,7 @@ RESAMPLE = {
     "hamming": Image.Resampling.HAMMING,
 }
 CACHE_DIRNAME = ".jigcnn_cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: 16-bit images scaled by 65535, manifest column types from the values that parse
 
 
 class DataError(ValueError):
@@ -88,19 +92,75 @@ def _decode(path, data, size, color, resample) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 im.load()  # raises on a truncated or corrupt stream
-                im = _flatten_alpha(im)
-                im = im.convert(color).resize((int(size[1]), int(size[0])), RESAMPLE[resample])
+                return _pixels(im, path, size, color, resample)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(
+            f"{path}: image too large, refused as a possible decompression bomb ({e}); if the file is trusted, "
+            "raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from None
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: unreadable or truncated image ({e})") from None
-    arr = np.asarray(im, dtype=np.float32) / 255.0
-    return arr[..., None] if arr.ndim == 2 else arr
+
+
+# Pillow modes with 8 bits per channel: converted by Pillow (alpha over white paper first).
+_EIGHT_BIT_MODES = ("1", "L", "P", "PA", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")  # unsigned 16-bit grey: white is 65535
+
+
+def _pixels(im: Image.Image, path, size, color, resample) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] from a loaded Pillow image of any supported mode; DataError names the file."""
+    hw = (int(size[1]), int(size[0]))
+    mode = im.mode
+    if mode in _EIGHT_BIT_MODES:
+        im = _flatten_alpha(im)
+        if im.mode == "LAB":  # Pillow converts LAB to RGB only
+            im = im.convert("RGB")
+        arr = np.asarray(im.convert(color).resize(hw, RESAMPLE[resample]), dtype=np.float32) / 255.0
+        return arr[..., None] if arr.ndim == 2 else arr
+    grey = _wide_grey(im, path)  # (h, w) float32 in [0, 1]
+    out = np.asarray(Image.fromarray(grey, mode="F").resize(hw, RESAMPLE[resample]), dtype=np.float32)
+    out = np.clip(out, 0.0, 1.0)[..., None]  # lanczos/bicubic overshoot; the 8-bit path clips the same way
+    return np.repeat(out, 3, axis=-1) if color == "RGB" else out
+
+
+def _wide_grey(im: Image.Image, path) -> np.ndarray:
+    mode = im.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(im).astype(np.float32) / 65535.0
+    if mode == "I" and im.format == "PNG":  # a 16-bit grey PNG as older Pillows open it
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{path}: 16-bit PNG with values {a.min()}..{a.max()} outside 0..65535")
+        return a.astype(np.float32) / 65535.0
+    if mode == "I":
+        raise DataError(
+            f"{path}: 32-bit integer pixels (Pillow mode 'I', {im.format or 'unknown'} file) have no known white "
+            "level; refused rather than guessed. Save the image with 8 or 16 bits per channel"
+        )
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{path}: floating-point image (Pillow mode 'F') holds NaN or infinite pixels")
+        if a.size and (a.min() < 0.0 or a.max() > 1.0):
+            raise DataError(
+                f"{path}: floating-point image (Pillow mode 'F') with values {a.min():.6g}..{a.max():.6g}; "
+                "only values already in [0, 1] are accepted (the white level of other ranges is unknown)"
+            )
+        return a
+    raise DataError(f"{path}: unsupported image mode {mode!r} (Pillow); supported: "
+                    f"{', '.join(_EIGHT_BIT_MODES + _SIXTEEN_BIT_MODES)}, 'F' in [0, 1], and 16-bit PNG as 'I'")
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
     # Transparent areas become white paper rather than black.
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode == "La":  # premultiplied grey + alpha: over white is L' + (255 - a); Pillow cannot convert it
+        a = np.asarray(im, dtype=np.int32)
+        return Image.fromarray(np.clip(a[..., 0] + 255 - a[..., 1], 0, 255).astype(np.uint8), mode="L")
+    if im.mode in ("RGBA", "RGBa", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
@@ -133,17 +193,26 @@ def _hash_files(paths: Sequence[pathlib.Path], names: Sequence[str], h) -> None:
         h.update(b"\0")
 
 
+# What a damaged .npz raises: zero-byte (EOFError, ValueError), truncated or garbled (BadZipFile, zlib.error,
+# OSError), a member missing (KeyError).
+CACHE_READ_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _cache_load(path: pathlib.Path) -> ImageSet | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             labels = {k[6:]: z[k] for k in z.files if k.startswith("label:")}
             skipped = tuple((str(a), str(b)) for a, b in z["skipped"].reshape(-1, 2))
-            return ImageSet(
+            s = ImageSet(
                 z["images"], labels, z["source"], tuple(str(f) for f in z["files"]), skipped,
                 tuple(str(g) for g in z["group_names"]),
             )
-    except (OSError, KeyError, ValueError) as e:
-        warnings.warn(f"{path}: ignoring unreadable cache file ({e})")
+        n = len(s.files)
+        if s.images.ndim != 4 or len(s.images) != n or len(s.source) != n or any(len(v) != n for v in labels.values()):
+            raise ValueError("arrays of inconsistent lengths")
+        return s
+    except CACHE_READ_ERRORS as e:
+        warnings.warn(f"{path}: unreadable cache file, rebuilding it ({type(e).__name__}: {e})", stacklevel=3)
         return None
 
 
@@ -183,12 +252,31 @@ def _cached(kind, folder, paths, names, options, cache, build) -> ImageSet:
 
 
 def _folder_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """Every non-hidden entry that is not a folder: regular files, dangling links and special files (the
+    last two are reported by :func:`_not_a_file`, never dropped)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
     if not files:
         raise DataError(f"{folder}: empty folder (no files to load)")
     return files
+
+
+def _not_a_file(p: pathlib.Path) -> str | None:
+    """Why ``p`` cannot be read as an image file (a dangling link, a special file), or None."""
+    if p.is_symlink() and not p.exists():
+        try:
+            target = os.readlink(p)
+        except OSError:
+            target = "?"
+        return f"{p}: dangling symbolic link (its target {target!r} does not exist)"
+    if not p.is_file():
+        return f"{p}: not a regular file (a device, socket or pipe)"
+    return None
+
+
+def _same_file_key(p: pathlib.Path) -> str:
+    return os.path.normcase(os.path.realpath(p))
 
 
 def load_folder(
@@ -214,11 +302,25 @@ def load_folder(
     table = dict(who_table or DEFAULT_WHO_TABLE)
     options = dict(size=list(size), color=color, resample=resample, on_error=on_error,
                    who={k: dataclasses.astuple(v) for k, v in table.items()})
+    if on_error == "raise":  # what can be known without decoding fails before any image is decoded
+        for p, n in zip(paths, names):
+            bad = _not_a_file(p)
+            if bad:
+                raise DataError(bad)
+            try:
+                parse_name(n, table)
+            except ValueError as e:
+                msg = str(e)
+                raise DataError(msg if msg.startswith((str(p), n)) else f"{p}: {msg}") from None
+    _refuse_same_files(folder, paths, names)
 
     def build() -> ImageSet:
         imgs, kept, skipped = [], [], []
         for p, n in zip(paths, names):
             try:
+                bad = _not_a_file(p)
+                if bad:
+                    raise DataError(bad)
                 parse_name(n, table)
                 imgs.append(read_image(p, size, color, resample))
                 kept.append(n)
@@ -238,14 +340,51 @@ def load_folder(
     return _cached("folder", folder, paths, names, options, cache, build)
 
 
+def _refuse_same_files(folder, paths, names) -> None:
+    # Two names for one file (a link to another drawing) would be two sources for one image.
+    first = {}
+    for p, n in zip(paths, names):
+        if not p.exists():
+            continue
+        key = _same_file_key(p)
+        if key in first:
+            raise DataError(f"{folder}: {first[key]} and {n} are the same file ({key}); one image under two "
+                            "names would fall on both sides of a split")
+        first[key] = n
+
+
 # ---------------------------------------------------------------- CSV manifest
 
 
-def _parse_number(s: str):
-    try:
-        return int(s)
-    except ValueError:
-        return float(s)
+_INT = re.compile(r"[+-]?\d+\Z")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")  # no '_', no hex, no nan/inf
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
+_COMMA_NUMBER = re.compile(r"[+-]?\d[\d.]*(?:,\d+)+\Z")  # 1,5 (decimal comma) or 1,000 (thousands)
+_INT64_MAX = 2**63 - 1
+
+
+def _looks_numeric(v: str) -> bool:
+    """A cell a person meant as a number: a plain number, nan/inf, or a number written with a comma."""
+    return bool(_FLOAT.match(v) or _NON_FINITE.match(v) or _COMMA_NUMBER.match(v))
+
+
+def _cell_number(c: str, v: str):
+    """(int or float, None) for a finite number, else (None, what is wrong, naming the column and value)."""
+    if _INT.match(v):
+        n = int(v)
+        if abs(n) > _INT64_MAX:
+            return None, f"column {c!r} must be a number within int64, got {v!r}"
+        return n, None
+    if _FLOAT.match(v):
+        x = float(v)
+        if not math.isfinite(x):
+            return None, f"column {c!r} must be a finite number, got {v!r} (overflows float64)"
+        return x, None
+    if _NON_FINITE.match(v):
+        return None, f"column {c!r} must be a finite number, got {v!r}"
+    if _COMMA_NUMBER.match(v):
+        return None, f"column {c!r} must be a number, got {v!r} (write numbers with a '.' decimal point and no thousands separator)"
+    return None, f"column {c!r} must be a number, got {v!r}"
 
 
 def _read_manifest_rows(csv_path: pathlib.Path):
@@ -255,8 +394,15 @@ def _read_manifest_rows(csv_path: pathlib.Path):
         raise DataError(f"{csv_path}: cannot read manifest ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{csv_path}: manifest is not UTF-8 text ({e})") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(text))
+    rows, prev = [], 0
+    try:
+        for r in reader:  # the line a record starts on (a quoted cell may span lines)
+            if any(c.strip() for c in r):
+                rows.append((prev + 1, r))
+            prev = reader.line_num
+    except csv.Error as e:
+        raise DataError(f"{csv_path} line {reader.line_num}: malformed CSV ({e})") from None
     if not rows:
         raise DataError(f"{csv_path}: empty manifest (no header row)")
     header = [c.strip() for c in rows[0][1]]
@@ -275,6 +421,78 @@ def _read_manifest_rows(csv_path: pathlib.Path):
     return header, body
 
 
+def _column_types(body, label_cols, numeric, categorical) -> tuple[dict[str, bool], dict[str, str]]:
+    """Numeric or not per column, and the reason (shown beside a bad cell)."""
+    is_num, why = {}, {}
+    for c in label_cols:
+        if c in categorical:
+            is_num[c], why[c] = False, f"declared categorical"
+        elif c in numeric:
+            is_num[c], why[c] = True, f"declared numeric; pass categorical=[{c!r}] if it is categorical"
+        else:
+            vals = [row[c] for _, row in body if row[c] != ""]
+            k = sum(_looks_numeric(v) for v in vals)
+            is_num[c] = k > 0 and 2 * k >= len(vals)  # at least half the cells are numbers: a numeric column
+            why[c] = (f"the column is numeric: {k} of its {len(vals)} values are numbers; "
+                      f"pass categorical=[{c!r}] if it is categorical")
+    return is_num, why
+
+
+def _check_manifest_rows(csv_path, body, paths, label_cols, is_num, why, name_labels, table):
+    """Per row: the parsed label values, or what is wrong with the row (known without decoding an image)."""
+    out = []
+    for (line, row), p in zip(body, paths):
+        where = f"{csv_path.name} line {line} ({row['file']})"
+        problems, vals = [], {}
+        if not row["file"]:
+            problems.append("empty 'file' cell")
+        for c in label_cols:
+            v = row[c]
+            if v == "":
+                problems.append(f"empty label in column {c!r}")
+            elif is_num[c]:
+                x, bad = _cell_number(c, v)
+                if bad:
+                    problems.append(f"{bad} ({why[c]})")
+                vals[c] = x
+            else:
+                vals[c] = v
+        if "group" in row and row["group"] == "":
+            problems.append("empty 'group' cell")
+        if name_labels and row["file"]:
+            try:
+                parse_name(row["file"], table)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            out.append((row["file"], f"{where}: " + "; ".join(problems), None))
+        elif not p.is_file():
+            gone = _not_a_file(p) if p.is_symlink() else None
+            out.append((row["file"], gone or f"{p}: file listed in {csv_path.name} line {line} does not exist", None))
+        else:
+            out.append((row["file"], None, vals))
+    return out
+
+
+def _refuse_duplicate_rows(csv_path, body, paths, label_cols) -> None:
+    # One file listed twice would be two sources (and perhaps two labels) for one image.
+    first = {}
+    for (line, row), p in zip(body, paths):
+        if not row["file"]:
+            continue
+        key = _same_file_key(p)
+        if key in first:
+            line0, row0 = first[key]
+            names = repr(row0["file"]) + ("" if row0["file"] == row["file"] else f" and {row['file']!r}")
+            differ = [c for c in label_cols + ["group"] if row0.get(c) != row.get(c)]
+            labels = f", with different {', '.join(map(repr, differ))}" if differ else ""
+            raise DataError(
+                f"{csv_path.name} lines {line0} and {line} both list {names} (the same file){labels}; a manifest "
+                "must list each image once (twice, it would be two sources, on both sides of a grouped split)"
+            )
+        first[key] = (line, row)
+
+
 def load_manifest(
     csv_path: str | os.PathLike,
     *,
@@ -290,12 +508,18 @@ def load_manifest(
 ) -> ImageSet:
     """Load images listed in a CSV manifest: column ``file`` (relative to the CSV), label columns, optional ``group``.
 
-    Column types are inferred (numeric when every value is a number) unless named in ``numeric`` or
-    ``categorical``; an empty cell or a non-number in a numeric column is an error naming the file.
-    ``group`` values become the source ids (all images of one group stay on one side of a split);
-    without it each row is its own source. ``name_labels=True`` adds labels parsed from the file names.
+    A column is numeric when it is named in ``numeric``, or, unless named in ``categorical``, when at
+    least half of its non-empty cells look like numbers; in a numeric column every cell must then be a
+    finite number (``abc``, ``nan``, ``inf``, ``1,5`` are errors naming the line and value). Every
+    label-cell problem, missing file and duplicate row is found before any image is decoded.
+    ``on_error="skip"`` leaves out (and lists in ``.skipped``) rows with bad cells or bad images; a file
+    listed twice is always an error. ``group`` values become the source ids (all images of one group stay
+    on one side of a split); without it each row is its own source. ``name_labels=True`` adds labels
+    parsed from the file names.
     """
     _check_options(size, color, resample, on_error)
+    if isinstance(numeric, str) or isinstance(categorical, str):
+        raise ValueError(f"numeric= and categorical= take a list of column names, got {numeric!r}, {categorical!r}")
     csv_path = pathlib.Path(csv_path)
     header, body = _read_manifest_rows(csv_path)
     label_cols = [c for c in header if c not in ("file", "group")]
@@ -309,47 +533,35 @@ def load_manifest(
     paths = [folder / row["file"] for _, row in body]
     names = [row["file"] for _, row in body]
     table = dict(who_table or DEFAULT_WHO_TABLE)
+    _refuse_duplicate_rows(csv_path, body, paths, label_cols)
+    is_num, why = _column_types(body, label_cols, set(numeric), set(categorical))
+    checked = _check_manifest_rows(csv_path, body, paths, label_cols, is_num, why, name_labels, table)
+    bad_rows = [msg for _, msg, vals in checked if vals is None]
+    if bad_rows and on_error == "raise":
+        more = ""
+        if len(bad_rows) > 1:
+            rest = bad_rows[1:6]
+            more = f" [and {len(bad_rows) - 1} more bad row(s): " + " | ".join(rest) + (" | ..." if len(bad_rows) > 6 else "") + "]"
+        raise DataError(bad_rows[0] + more)
     options = dict(size=list(size), color=color, resample=resample, on_error=on_error, numeric=sorted(numeric),
                    categorical=sorted(categorical), name_labels=name_labels,
                    who={k: dataclasses.astuple(v) for k, v in table.items()},
                    manifest=hashlib.sha256(csv_path.read_bytes()).hexdigest())
 
     def build() -> ImageSet:
-        inferred = {c: all(_is_number(row[c]) for _, row in body) for c in label_cols}
-        is_num = {c: (c in numeric) or (c not in categorical and inferred[c]) for c in label_cols}
         imgs, kept, values, groups, skipped = [], [], {c: [] for c in label_cols}, [], []
-        for (line, row), p in zip(body, paths):
-            where = f"{csv_path.name} line {line} ({row['file']})"
+        for (line, row), p, (file, problem, vals) in zip(body, paths, checked):
             try:
-                if not row["file"]:
-                    raise DataError(f"{where}: empty 'file' cell")
-                vals = {}
-                for c in label_cols:
-                    v = row[c]
-                    if v == "":
-                        raise DataError(f"{where}: empty label in column {c!r}")
-                    if is_num[c]:
-                        if not _is_number(v):
-                            raise DataError(f"{where}: column {c!r} must be a number, got {v!r}")
-                        v = _parse_number(v)
-                    vals[c] = v
-                if "group" in row and row["group"] == "":
-                    raise DataError(f"{where}: empty 'group' cell")
-                if name_labels:
-                    try:
-                        parse_name(row["file"], table)
-                    except ValueError as e:
-                        raise DataError(f"{where}: {e}") from None
-                if not p.is_file():
-                    raise DataError(f"{p}: file listed in {csv_path.name} line {line} does not exist")
+                if problem is not None:
+                    raise DataError(problem)
                 img = read_image(p, size, color, resample)
             except DataError as e:
                 if on_error == "raise":
                     raise
-                skipped.append((row["file"], str(e)))
+                skipped.append((file, str(e)))
                 continue
             imgs.append(img)
-            kept.append(row["file"])
+            kept.append(file)
             groups.append(row.get("group", str(len(kept) - 1)))
             for c in label_cols:
                 values[c].append(vals[c])
@@ -367,14 +579,6 @@ def load_manifest(
                         tuple(skipped), group_names)
 
     return _cached("manifest", folder, paths, names, options, cache, build)
-
-
-def _is_number(s: str) -> bool:
-    try:
-        v = float(s)
-    except ValueError:
-        return False
-    return np.isfinite(v)
 
 
 def _column(vals: list, numeric: bool) -> np.ndarray:
