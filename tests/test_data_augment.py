@@ -165,3 +165,70 @@ def test_config_validation():
         AugmentConfig(noise_level=-0.1)
     with pytest.raises(ValueError, match="expects a batch"):
         augment_batch(jax.random.key(0), jnp.zeros((5, 5, 1)), AugmentConfig())
+
+
+# ---------------------------------------------------------------- flip_crop (CIFAR-style flips + padded crops)
+
+
+def _windows(image, pad):
+    """Every (H, W) window of ``image`` zero-padded by ``pad``, keyed by its offset (NumPy)."""
+    h, w = image.shape[:2]
+    padded = np.zeros((h + 2 * pad, w + 2 * pad, image.shape[2]), image.dtype)
+    padded[pad:pad + h, pad:pad + w] = image
+    return {(i, j): padded[i:i + h, j:j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)}
+
+
+def test_flip_crop_without_flip_or_pad_is_the_identity():
+    from jigcnn.data import flip_crop
+
+    x = np.random.default_rng(1).uniform(size=(5, 6, 7, 2)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(flip_crop(0, False)(jax.random.key(0), jnp.asarray(x))), x)
+
+
+def test_flip_crop_flips_some_images_and_keeps_the_others():
+    from jigcnn.data import flip_crop
+
+    x = np.random.default_rng(2).uniform(size=(64, 5, 6, 1)).astype(np.float32)
+    y = np.asarray(flip_crop(pad=0, flip=True)(jax.random.key(3), jnp.asarray(x)))
+    same = [np.array_equal(a, b) for a, b in zip(y, x)]
+    mirrored = [np.array_equal(a, b[:, ::-1]) for a, b in zip(y, x)]
+    assert all(s != m for s, m in zip(same, mirrored))  # each image exactly one of the two (none is symmetric)
+    assert 10 < sum(mirrored) < 54  # p = 1/2 over 64 images
+
+
+def test_flip_crop_cuts_a_window_of_the_zero_padded_image_at_varying_offsets():
+    from jigcnn.data import flip_crop
+
+    pad = 2
+    x = np.random.default_rng(4).uniform(0.5, 1, size=(32, 6, 5, 3)).astype(np.float32)
+    y = np.asarray(jax.jit(flip_crop(pad=pad, flip=False))(jax.random.key(5), jnp.asarray(x)))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    offsets = []
+    for out, im in zip(y, x):
+        hits = [o for o, win in _windows(im, pad).items() if np.array_equal(win, out)]
+        assert len(hits) == 1, "every output is one window of the padded image"
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 5  # offsets are drawn per image, not one for the batch
+    assert {o[0] for o in offsets} <= set(range(2 * pad + 1))
+
+
+def test_flip_crop_with_both_is_a_window_of_the_image_or_its_mirror():
+    from jigcnn.data import flip_crop
+
+    pad = 1
+    x = np.random.default_rng(6).uniform(0.5, 1, size=(16, 4, 5, 1)).astype(np.float32)
+    y = np.asarray(flip_crop(pad=pad)(jax.random.key(7), jnp.asarray(x)))
+    for out, im in zip(y, x):
+        cands = list(_windows(im, pad).values()) + list(_windows(im[:, ::-1], pad).values())
+        assert any(np.array_equal(c, out) for c in cands)
+
+
+def test_flip_crop_rejects_bad_arguments():
+    from jigcnn.data import flip_crop
+
+    with pytest.raises(ValueError, match="pad must be an int >= 0.*-1"):
+        flip_crop(pad=-1)
+    with pytest.raises(ValueError, match="pad must be an int"):
+        flip_crop(pad=1.5)
+    with pytest.raises(ValueError, match=r"batch \(N, H, W, C\)"):
+        flip_crop(pad=1)(jax.random.key(0), jnp.zeros((4, 4, 1)))

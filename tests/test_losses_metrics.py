@@ -126,3 +126,24 @@ def test_smoothed_softmax_cross_entropy_against_numpy():
         losses.SmoothedSoftmaxCrossEntropy(1.0)
     with pytest.raises(ValueError, match="labels"):
         losses.SmoothedSoftmaxCrossEntropy(0.1)(jnp.asarray(z), jnp.asarray(y[:3]))
+
+
+def test_age_mape_metric_maps_both_sides_back_to_ages():
+    name, fn = metrics.age_mape_metric(offset=100.0, scale=2.0)
+    assert name == "mape"
+    # trained on (age - 100) / 2: pred 1 -> age 102, target 0.5 -> age 101: |102 - 101| / 101
+    pred, target = jnp.array([[1.0], [0.0]]), jnp.array([[0.5], [-1.0]])
+    want = 100 * (1 / 101 + 2 / 98) / 2  # second: pred age 100, target age 98
+    assert float(fn(pred, target)) == pytest.approx(want, rel=1e-6)
+    # offset 0, scale 1: the plain MAPE
+    p, t = RNG.uniform(1, 2, (5, 1)), RNG.uniform(1, 2, (5, 1))
+    assert float(metrics.age_mape_metric(0.0)[1](jnp.asarray(p), jnp.asarray(t))) == pytest.approx(
+        100 * np.mean(np.abs(p - t) / np.abs(t)), rel=1e-5)
+    assert metrics.age_mape_metric(1.0, name="age_mape")[0] == "age_mape"
+
+
+def test_age_mape_metric_rejects_bad_scale_and_shapes():
+    with pytest.raises(ValueError, match="scale must be > 0, got 0"):
+        metrics.age_mape_metric(1.0, scale=0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.age_mape_metric(1.0)[1](jnp.zeros((3, 1)), jnp.ones((3,)))

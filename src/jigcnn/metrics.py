@@ -1,4 +1,4 @@
-"""Metrics: accuracy, MAPE, MAE and the confusion matrix."""
+"""Metrics: accuracy, MAPE (also on shifted and scaled age targets), MAE and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -33,3 +33,22 @@ def confusion_matrix(predicted, labels, num_classes: int):
     """(K, K) counts, row = true class, column = predicted; `predicted` is indices (N,) or outputs (N, K)."""
     idx = class_indices(labels) * num_classes + class_indices(predicted)
     return jnp.bincount(idx, length=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def age_mape_metric(offset: float, scale: float = 1.0, name: str = "mape"):
+    """``(name, fn)`` for ``fit``'s metrics: MAPE in percent on ages, for a net trained on ``(age - offset) / scale``.
+
+    ``fn(pred, target) = 100 * mean(|pred - target| * scale / |target * scale + offset|)``: the
+    error and the reference are both mapped back to ages before dividing.
+    """
+    if not scale > 0:
+        raise ValueError(f"age_mape_metric: scale must be > 0, got {scale!r}")
+    offset, scale = float(offset), float(scale)
+
+    def mape_of_ages(pred, target):
+        if pred.shape != target.shape:
+            raise ValueError(f"age_mape_metric: predictions {pred.shape} and targets {target.shape} must have "
+                             "the same shape")
+        return 100.0 * jnp.mean(jnp.abs(pred - target) * scale / jnp.abs(target * scale + offset))
+
+    return (name, mape_of_ages)

@@ -1,4 +1,5 @@
-"""Data: file-name labels, label encodings, image loading, synthetic drawings, augmentation, benchmarks.
+"""Data: file-name labels, label encodings, image loading, synthetic drawings, augmentation, benchmarks,
+standardisation.
 
 Names are imported lazily (PEP 562), so ``python -m jigcnn.data.synth`` and the label helpers
 do not pull in JAX.
@@ -8,7 +9,7 @@ import importlib
 
 _EXPORTS = {
     "augment": ("AugmentConfig", "augment_batch", "augment_dataset", "augment_dataset_x10", "augment_image",
-                "keras_preset", "paper_preset", "preview", "save_preview_png"),
+                "flip_crop", "keras_preset", "paper_preset", "preview", "save_preview_png"),
     "benchmarks": ("CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "ChecksumError", "download", "download_dataset",
                    "load_cifar10", "load_digits", "load_fashion_mnist", "load_mnist"),
     "drawings": ("load_drawings", "synthetic_folder"),
@@ -16,6 +17,7 @@ _EXPORTS = {
     "labels": ("GROUP_ORDER", "PAPER_GROUPS", "ClassTable", "all_group_combinations", "encode", "encode_one_hot",
                "labels_from_names", "one_hot", "regression_target"),
     "names": ("DEFAULT_WHO_TABLE", "DrawingLabels", "FileNameError", "WhoIsDrawn", "format_name", "parse_name"),
+    "standardization": ("channel_stats", "standardize"),
 }
 _WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -216,3 +216,33 @@ def save_preview_png(path: str | os.PathLike, image, key, config: AugmentConfig 
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())
+
+
+def flip_crop(pad: int = 4, flip: bool = True):
+    """``augment(key, images)``: random left-right flips and random crops of the zero-padded batch (jit-safe).
+
+    Each image (N, H, W, C) is mirrored with probability 1/2 (when ``flip``), then zero-padded by
+    ``pad`` pixels on every side and cut back to (H, W) at an offset drawn uniformly from
+    ``0 .. 2 * pad`` in each direction (when ``pad`` > 0): the CIFAR-style augmentation, one
+    independent draw per image. ``flip_crop(0, False)`` is the identity.
+    """
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"flip_crop: pad must be an int >= 0 (pixels of zero padding), got {pad!r}")
+    pad = int(pad)
+    flip = bool(flip)
+
+    def augment(key, x):
+        if x.ndim != 4:
+            raise ValueError(f"flip_crop: expects a batch (N, H, W, C), got shape {x.shape}")
+        kf, kc = jax.random.split(key)
+        n, h, w, c = x.shape
+        if flip:
+            f = jax.random.bernoulli(kf, 0.5, (n, 1, 1, 1))
+            x = jnp.where(f, x[:, :, ::-1, :], x)
+        if pad:
+            xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            off = jax.random.randint(kc, (n, 2), 0, 2 * pad + 1)
+            x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c)))(xp, off)
+        return x
+
+    return augment

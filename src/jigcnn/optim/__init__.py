@@ -1,4 +1,4 @@
-"""Optimisation: optimizers by name, what learns, and freezeconnect / dropconnect (paper Sec. 5.5.1)."""
+"""Optimisation: optimizers by name, what learns, one-cycle schedules, and freezeconnect / dropconnect (paper Sec. 5.5.1)."""
 
 from jigcnn.optim.connect import (
     RESAMPLE_POLICIES,
@@ -18,6 +18,7 @@ from jigcnn.optim.optimizers import (
     make_optimizer,
     optimizer_hyperparameters,
 )
+from jigcnn.optim.schedules import onecycle_schedule, onecycle_sgd
 from jigcnn.optim.select import (
     all_of,
     any_of,
@@ -45,6 +46,8 @@ __all__ = [
     "freeze_layers",
     "make_optimizer",
     "optimizer_hyperparameters",
+    "onecycle_schedule",
+    "onecycle_sgd",
     "all_of",
     "any_of",
     "biases_only",
