@@ -27,6 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jigcnn.train import validate
+from jigcnn.train.inputs import as_augment
+
 PROTOCOLS = ("paper", "grouped")
 
 # ---------------------------------------------------------------- splitting
@@ -228,19 +231,6 @@ def protocol_splits(n: int, *, protocol: str, k: int = 5, factor: int = 10, labe
     return ProtocolSplits(protocol, n, factor, val, out, src)
 
 
-def as_augment(augment) -> Callable | None:
-    """``augment(key, images) -> images`` from a callable, a ``jigcnn.data.augment.AugmentConfig`` or None."""
-    if augment is None or callable(augment):
-        return augment
-    try:
-        from jigcnn.data.augment import AugmentConfig, augment_batch
-    except ImportError:  # pragma: no cover - data is part of the package
-        AugmentConfig = None
-    if AugmentConfig is not None and isinstance(augment, AugmentConfig):
-        return lambda key, images: augment_batch(key, images, augment)
-    raise TypeError(f"augment must be a callable augment(key, images) or an AugmentConfig, got {augment!r}")
-
-
 def expand_dataset(key, images, factor: int, augment: Callable | None = None):
     """``factor * n`` images: the originals, then ``factor - 1`` augmented copies (``augment(key, images)``).
 
@@ -314,6 +304,8 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     within float tolerance. ``augment`` / ``train_augment`` may also be a
     ``jigcnn.data.augment.AugmentConfig`` (applied with ``augment_batch``).
     """
+    validate.check_cv_inputs(model, images, targets, loss=loss, k=k, batch_size=batch_size, epochs=epochs,
+                             stopping=stopping, augment_factor=augment_factor, **fit_kwargs)
     from jigcnn.train.loop import fit
     from jigcnn.train.parallel import fit_folds_vmapped, fold_keys
     from jigcnn.train.stopping import PaperStopping
