@@ -32,6 +32,9 @@ def check_labels(name, outputs, labels):
             raise ValueError(f"{name}: {labels.shape[0]} labels for a batch of {outputs.shape[0]} outputs")
     elif labels.shape != outputs.shape:
         raise ValueError(f"{name}: predictions {outputs.shape} and targets {labels.shape} must have the same shape")
+    from jigcnn.train.validate import check_class_targets  # concrete labels only (tracers are skipped)
+
+    check_class_targets(labels, outputs.shape[-1], name)
 
 
 def one_hot_targets(labels, num_classes: int, dtype, name: str = "loss"):
