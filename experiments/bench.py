@@ -122,15 +122,12 @@ def jax_contender(net: str, batch: int, method: str = "autodiff", optimizer: str
     `method` is "autodiff" or "manual"; "plain-autodiff" / "plain-manual" trace the step with
     the fast few-channel convolutions switched off (XLA's convolution throughout), for comparison.
     """
-    from jigcnn.fast import conv as fast_conv
+    from jigcnn import ops
 
     plain = method.startswith("plain-")
-    saved = fast_conv.ENABLED
-    fast_conv.ENABLED = saved and not plain
-    try:
+    with ops.using(banded_conv=False) if plain else ops.using():
+        # the step is traced within: make_train_step captures the configuration
         return _jax_contender(net, batch, method.removeprefix("plain-"), optimizer, seed, method)
-    finally:
-        fast_conv.ENABLED = saved
 
 
 def _jax_contender(net, batch, method, optimizer, seed, label) -> Contender:

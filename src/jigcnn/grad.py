@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 import jax
 
-from jigcnn.losses import get_loss
+from jigcnn.objective import Aux, resolve_loss
 
-
-class Aux(NamedTuple):
-    """What a value-and-grad call returns beside the loss."""
-
-    state: Any  # the model's new non-trainable state
-    outputs: Any  # the model's outputs for the batch
-    intermediates: Any  # per-layer intermediates (hand-written path only; None for autodiff)
-
-
-def resolve_loss(loss) -> tuple[str | None, Callable]:
-    """(name, function) of a loss given by name or as one of jigcnn.losses' functions."""
-    if isinstance(loss, str):
-        return loss, get_loss(loss)
-    from jigcnn.losses import LOSSES
-
-    for name, fn in LOSSES.items():
-        if fn is loss:
-            return name, fn
-    if callable(loss):
-        return None, loss
-    raise ValueError(f"loss must be a name or a function, got {loss!r}")
+METHODS = ("autodiff", "manual")
 
 
 def autodiff_value_and_grad(model, loss) -> Callable:
@@ -52,7 +32,10 @@ def value_and_grad(model, loss, method: str = "autodiff") -> Callable:
     if method == "autodiff":
         return autodiff_value_and_grad(model, loss)
     if method == "manual":
-        from jigcnn.backprop import manual_value_and_grad
+        from jigcnn.backprop.network import manual_value_and_grad
 
         return manual_value_and_grad(model, loss)
-    raise ValueError(f"method must be 'autodiff' or 'manual', got {method!r}")
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+__all__ = ["METHODS", "Aux", "autodiff_value_and_grad", "resolve_loss", "value_and_grad"]

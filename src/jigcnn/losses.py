@@ -14,9 +14,15 @@ def _check_same_shape(name, pred, target):
 
 
 def mae(pred, target):
-    """Mean absolute error over every element (a matrix of output neurons is fine)."""
+    """Mean absolute error over every element (a matrix of output neurons is fine).
+
+    Written as mean(sign(r) * r), r = pred - target (the same values as mean(abs(r))), so that its
+    derivative is sign(r) / n everywhere, 0 at a residual of exactly 0 -- the hand-written
+    gradient's value there, and PyTorch's (``jax.grad(jnp.abs)(0.)`` would give 1).
+    """
     _check_same_shape("mae", pred, target)
-    return jnp.mean(jnp.abs(pred - target))
+    r = pred - target
+    return jnp.mean(jnp.sign(r) * r)
 
 
 def mse(pred, target):
@@ -80,7 +86,12 @@ class SmoothedSoftmaxCrossEntropy:
 
 
 def cross_entropy(probs, labels):
-    """Cross-entropy -mean(sum t log p) of probabilities (a net ending in softmax, as IgNet's)."""
+    """Cross-entropy -mean(sum t log p) of probabilities (a net ending in softmax, as IgNet's).
+
+    log p is clamped at log(finfo(dtype).tiny): a probability that underflowed to 0 for the true
+    class gives a large finite loss (about 87 per sample in float32, 708 in float64) and a zero
+    gradient through that probability, where PyTorch's ``nll_loss(log(p))`` gives inf.
+    """
     check_labels("cross_entropy", probs, labels)
     t = one_hot_targets(labels, probs.shape[-1], probs.dtype, "cross_entropy")
     tiny = jnp.finfo(probs.dtype).tiny

@@ -39,15 +39,15 @@ def wide_conv_options() -> tuple:
 
 
 def uses_xla_convolution(model, input_shape=None) -> bool:
-    """Whether some ``Conv2D`` of ``model`` runs XLA's convolution (it is outside jigcnn.fast's few-channel kernels)."""
-    from jigcnn.fast import conv as fast_conv
+    """Whether some ``Conv2D`` of ``model`` runs XLA's convolution (no banded / native kernel of `jigcnn.ops` serves it)."""
+    from jigcnn import ops
     from jigcnn.layers.conv import Conv2D
 
     shapes = model.shapes(input_shape)
     for layer, in_shape in zip(model.layers, shapes[:-1]):
         if isinstance(layer, Conv2D):
             k, s, d, _, _ = layer.geometry(in_shape)
-            if not fast_conv.eligible((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
+            if not ops.banded_serves((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
                 return True
     return False
 

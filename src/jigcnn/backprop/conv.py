@@ -1,12 +1,19 @@
-"""Hand-written convolution and dense backward passes (paper Eqs. 1, 1a, 2, 2a)."""
+"""Hand-written convolution and dense backward passes (paper Eqs. 1, 1a, 2, 2a).
+
+Each equation is a function here, written as the paper states it: `conv_weight_gradient` (Eq. 1,
+the correlation of the padded input with the deltas), `conv_input_gradient` (Eq. 1a's expansion,
+the full convolution of the deltas with the flipped kernel), `bias_gradient` (Eqs. 2, 2a, the
+sum of the deltas), `dense_weight_gradient` / `dense_input_gradient`. The backward rules call them
+through `jigcnn.ops`, which runs a fast kernel in their place where one serves the shape and the
+kernel configuration allows it (``jigcnn.ops.using("reference")`` runs these functions).
+"""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 from jax import lax
 
-from jigcnn.fast import conv as fast_conv
-from jigcnn.fast import dense as fast_dense
+from jigcnn import ops
 from jigcnn.backprop.activations import delta as activation_delta
 from jigcnn.backprop.activations import derivative
 
@@ -58,6 +65,21 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation):
     )
 
 
+def bias_gradient(delta):
+    """Eqs. 2, 2a: dL/db = the sum of the deltas over samples and positions (every axis but the last)."""
+    return jnp.sum(delta, axis=tuple(range(delta.ndim - 1)))
+
+
+def dense_weight_gradient(x, delta):
+    """Eq. 1 for a fully connected layer: dL/dW = In^T delta, summed over the batch."""
+    return x.T @ delta
+
+
+def dense_input_gradient(delta, kernel):
+    """Eq. 1a for a fully connected layer: dL/dIn = delta W^T."""
+    return delta @ kernel.T
+
+
 def neurons_forward(layer, params, state, x, *, train, key):
     """Forward pass of Conv2D / Dense keeping the input, pre-activation and output for the backward pass."""
     z = layer.preactivation(params, state, x)
@@ -73,27 +95,18 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
     k, s, d, pads, _ = layer.geometry(x.shape[1:])
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), mode="edge" if layer.pad_mode == "edge" else "constant")
     kernel = layer.effective_kernel(params)
-    fast = fast_conv.eligible(kernel.shape, s, d)
-    db = None
-    if fast:
-        # few channels: the same correlations as banded GEMMs (jigcnn.fast.conv); with a bias
-        # (learnt or frozen) the windows are the forward pass's, the bias gradient the GEMM's last row
-        if "bias" in params or "bias" in state:
-            dw, db = fast_conv.conv_weight_gradient(xp, delta, k, with_bias=True)
-        else:
-            dw = fast_conv.conv_weight_gradient(xp, delta, k)
-    else:
-        dw = conv_weight_gradient(xp, delta, k, s, d)
+    # with a bias (learnt or frozen) a fast kernel computes dL/db with dL/dw from the forward
+    # pass's windows (a frozen bias's is dropped): cheaper than a separate pass over the deltas
+    has_bias = "bias" in params or "bias" in state
+    dw, db = ops.conv_weight_gradient(xp, delta, k, s, d, plain=conv_weight_gradient,
+                                      plain_bias=bias_gradient if has_bias else None)
     m = layer.mask(kernel.shape[2])
     if m is not None:
         dw = dw * jnp.asarray(m, dw.dtype)
     grads = {"kernel": dw}
     if "bias" in params:
-        grads["bias"] = db if db is not None else jnp.sum(delta, axis=(0, 1, 2))
-    if fast:
-        dxp = fast_conv.conv_input_gradient(delta, kernel, xp.shape[1:3])
-    else:
-        dxp = conv_input_gradient(delta, kernel, xp.shape[1:3], s, d)
+        grads["bias"] = db
+    dxp = ops.conv_input_gradient(delta, kernel, xp.shape[1:3], s, d, plain=conv_input_gradient)
     h, w = x.shape[1:3]
     if layer.pad_mode == "edge":
         dx = fold_edge_padding(dxp, pads, h, w)
@@ -109,10 +122,10 @@ def dense_backward(layer, params, state, cache, dy, *, delta=None):
     x, z, y = cache
     if delta is None:
         delta = activation_delta(layer.activation, z, y, dy, layer.activation_param)
-    dw = fast_dense.weight_gradient(x, delta)
+    dw = ops.dense_weight_gradient(x, delta, plain=dense_weight_gradient)
     grads = {"kernel": dw}
     if "bias" in params:
-        grads["bias"] = jnp.sum(delta, axis=0)
+        grads["bias"] = bias_gradient(delta)
     record = {"input": x, "act_deriv": derivative(layer.activation, z, y, layer.activation_param),
               "delta": delta, "weight_grad": dw}
-    return delta @ params["kernel"].T, grads, record
+    return dense_input_gradient(delta, params["kernel"]), grads, record

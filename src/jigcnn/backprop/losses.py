@@ -17,7 +17,7 @@ def output_gradient(name: str, outputs, targets):
     if name == "mse":
         return 2.0 * (outputs - targets) / outputs.size
     if name == "softmax_cross_entropy":
-        return (softmax(outputs) - one_hot_targets(targets, outputs.shape[-1], outputs.dtype)) / n
+        return softmax_cross_entropy_delta(softmax(outputs), targets)
     if name == "cross_entropy":
         t = one_hot_targets(targets, outputs.shape[-1], outputs.dtype)
         tiny = jnp.finfo(outputs.dtype).tiny
@@ -30,5 +30,12 @@ def output_gradient(name: str, outputs, targets):
 
 
 def softmax_cross_entropy_delta(probs, targets):
-    """The combined softmax + cross-entropy gradient dLoss/dz = (s - t) / N (paper's footnote 2)."""
-    return (probs - one_hot_targets(targets, probs.shape[-1], probs.dtype)) / probs.shape[0]
+    """The combined softmax + cross-entropy gradient dLoss/dz = (s sum(t) - t) / N (paper's footnote 2).
+
+    For targets whose rows sum to 1 (integer labels, one-hot, soft targets) it is the paper's
+    (s - t) / N; the general form also holds for rows that do not sum to 1.
+    """
+    t = one_hot_targets(targets, probs.shape[-1], probs.dtype)
+    if jnp.ndim(targets) == 1:  # integer labels: every row sums to 1
+        return (probs - t) / probs.shape[0]
+    return (probs * jnp.sum(t, axis=-1, keepdims=True) - t) / probs.shape[0]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jigcnn.activations import canonical_name
 from jigcnn.backprop.losses import output_gradient, softmax_cross_entropy_delta
 from jigcnn.backprop.registry import rule_for
-from jigcnn.grad import Aux, resolve_loss
+from jigcnn.objective import Aux, resolve_loss
 
 
 def _ends_in_softmax(layer) -> bool:

@@ -1,11 +1,10 @@
-"""Fast kernels: few-channel convs (`fast.conv`), wide convs on CPU (`fast.wide_conv`), pooling, dense.
+"""jigcnn's own kernels: few-channel convs (`banded`, `direct`, `conv`, `native`), wide convs on CPU, pooling, dense.
 
-Single-input-channel convolutions run native C++ kernels on the CPU when a compiler is there
-(`fast.native`); reverse mode reaches them through `fast.kernel_tangent` (imported when first
-differentiated: `jax.extend` costs ~30 ms of import). Each is tested against the plain
-formulation (tests/test_fast_*.py).
+Reached only through `jigcnn.ops`, which decides per call which implementation runs. Module
+by module, bottom up: `barrier` (keep XLA from fusing), `banded` (the banded-GEMM formulation),
+`native` (C++ kernels through XLA FFI), `direct` (native where it serves, else banded),
+`kernel_tangent` / `input_tangent` (the tangent primitives whose transposes are the weight
+and input gradients), `conv` (the differentiable few-channel convolution), `dense`, `pool`,
+`wide_conv`. Each is tested against the plain formulation (tests/test_fast_*.py), and the
+equivalence suite's fault-injection check perturbs each kernel in turn.
 """
-
-from jigcnn.fast import barrier, conv, dense, native, pool, wide_conv
-
-__all__ = ["barrier", "conv", "dense", "native", "pool", "wide_conv"]

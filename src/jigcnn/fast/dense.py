@@ -13,7 +13,6 @@ that reverse mode transposes it into the same product (IgNet's autodiff step at 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -22,14 +21,8 @@ from jax.custom_derivatives import SymbolicZero
 
 from jigcnn.fast.barrier import unfused
 
-# use the transposed product when the layer has at most this many outputs (and fast kernels are on)
+# jigcnn.ops uses this form for dense layers with at most this many outputs
 MAX_FEATURES = 16
-ENABLED = os.environ.get("JIGCNN_FAST_DENSE", "1") not in ("0", "false", "no", "off")
-
-
-def eligible(features: int) -> bool:
-    """Whether the transposed-product form serves a dense layer with `features` outputs."""
-    return ENABLED and features <= MAX_FEATURES
 
 
 def _transposed(v, predicate_from=None):
@@ -38,31 +31,23 @@ def _transposed(v, predicate_from=None):
 
 
 def weight_gradient(x, delta):
-    """dL/dW = x.T @ delta for x (N, D) and delta (N, F): for few outputs ``(delta.T @ x).T``, else the dot.
+    """dL/dW = x.T @ delta for x (N, D) and delta (N, F), computed as ``(delta.T @ x).T``.
 
-    With few outputs ``delta.T`` (F, N) and the (F, D) result are transposed apart, so the
-    product is a plain one on `x` as it lies (XLA:CPU's dot of ``x.T @ delta`` contracts both
-    operands over their rows and ran ~3x slower for IgNet's 27,648 x 10 layer).
+    ``delta.T`` (F, N) and the (F, D) result are transposed apart, so the product is a plain one
+    on `x` as it lies (XLA:CPU's dot of ``x.T @ delta`` contracts both operands over their rows
+    and ran ~3x slower for IgNet's 27,648 x 10 layer). For few outputs only (`jigcnn.ops` decides).
     """
-    if eligible(delta.shape[-1]):
-        return _transposed(_transposed(delta) @ x)
-    return x.T @ delta
-
-
-def matmul(x, kernel):
-    """``x @ kernel`` for x (N, D); with few outputs, differentiating it gives `weight_gradient`'s product."""
-    if x.ndim == 2 and eligible(kernel.shape[-1]):
-        return _few_outputs_matmul(x, kernel)
-    return x @ kernel
+    return _transposed(_transposed(delta) @ x)
 
 
 @jax.custom_jvp
-def _few_outputs_matmul(x, kernel):
+def matmul(x, kernel):
+    """``x @ kernel`` for x (N, D); differentiating it with respect to the kernel gives `weight_gradient`'s product."""
     return x @ kernel
 
 
-@functools.partial(_few_outputs_matmul.defjvp, symbolic_zeros=True)
-def _few_outputs_matmul_jvp(primals, tangents):
+@functools.partial(matmul.defjvp, symbolic_zeros=True)
+def _matmul_jvp(primals, tangents):
     x, kernel = primals
     dx, dkernel = tangents
     y = x @ kernel
@@ -77,9 +62,4 @@ def _few_outputs_matmul_jvp(primals, tangents):
     return y, dy
 
 
-def weight_gradient_reference(x, delta):
-    """The plain formulation."""
-    return x.T @ delta
-
-
-__all__ = ["MAX_FEATURES", "ENABLED", "eligible", "matmul", "weight_gradient", "weight_gradient_reference"]
+__all__ = ["MAX_FEATURES", "matmul", "weight_gradient"]

@@ -12,9 +12,10 @@ The C++ source ships with the package and is compiled on first use with the syst
 compiler (``$CXX``, else ``c++``; ``-O3 -march=native``) into ``$JIGCNN_NATIVE_CACHE`` or
 ``~/.cache/jigcnn/native``, named by a hash of the source, the flags, jaxlib's version and
 the CPU, and written atomically. Without a compiler, or when it fails, a warning says why
-and jigcnn keeps the XLA formulation. ``JIGCNN_NATIVE=0`` (or ``ENABLED = False`` before
-tracing) switches the kernels off. Float32 on the CPU only: other dtypes and platforms take
-the XLA formulation (`jax.lax.platform_dependent` picks it per platform when lowering).
+and jigcnn keeps the XLA formulation. Whether they may run at all is the caller's kernel
+configuration (`jigcnn.ops.using(native=False)`); nothing here reads the environment at import.
+Float32 on the CPU only: other dtypes and platforms take the XLA formulation
+(`jax.lax.platform_dependent` picks it per platform when lowering).
 """
 
 from __future__ import annotations
@@ -38,15 +39,12 @@ SOURCE = pathlib.Path(__file__).with_name("direct_conv.cc")
 CACHE_ENV = "JIGCNN_NATIVE_CACHE"
 DEFAULT_CACHE = pathlib.Path("~/.cache/jigcnn/native")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
-# on unless JIGCNN_NATIVE=0 (read at import; set `ENABLED` in a running process, before tracing)
-ENABLED = os.environ.get("JIGCNN_NATIVE", "1") not in ("0", "false", "no", "off")
 MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the C++ source)
 _TARGETS = {"forward": "JigcnnDirectConvForward",
             "weight_gradient": "JigcnnDirectConvWeightGradient",
             "input_gradient": "JigcnnDirectConvInputGradient"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
-_SUSPENDED = threading.local()
 
 
 def cache_dir() -> pathlib.Path:
@@ -139,52 +137,42 @@ def _load() -> bool:
 
 
 def available() -> bool:
-    """Whether the native kernels are on and loaded (building them on the first call)."""
-    return ENABLED and not getattr(_SUSPENDED, "on", False) and _load()
-
-
-@contextlib.contextmanager
-def suspended(when: bool = True):
-    """Within this block (when `when`), functions traced in this thread use the XLA formulation.
-
-    For programs partitioned over several devices: XLA's partitioner does not split a custom
-    call, so it would gather a batch-sharded input onto every device and run the native kernel
-    on the whole batch there. jigcnn's data-parallel steps (`fit(mesh=...)`,
-    `data_parallel_train_step`) trace inside this block when the mesh has several devices.
-    """
-    previous = getattr(_SUSPENDED, "on", False)
-    _SUSPENDED.on = previous or bool(when)
-    try:
-        yield
-    finally:
-        _SUSPENDED.on = previous
+    """Whether the native kernels are loaded (building them on the first call)."""
+    return _load()
 
 
 def _float32(*arrays) -> bool:
     return all(jnp.result_type(a) == jnp.float32 for a in arrays)
 
 
-def forward_eligible(x, w, bias=None) -> bool:
-    """Whether `forward` serves this convolution: NHWC / HWIO, float32, kernels available."""
-    arrays = (x, w) if bias is None else (x, w, bias)
-    return x.ndim == 4 and w.ndim == 4 and x.shape[-1] == w.shape[2] and _float32(*arrays) and available()
+SERVES = ("forward", "weight", "input")
 
 
-def weight_gradient_eligible(x, delta, kernel_hw) -> bool:
-    """Whether `weight_gradient` serves it: float32, fewer than 16 maps or a multiple of 16, kh * kw <= MAX_TAPS.
+def serves(kind: str, *arrays, kernel_hw=None) -> bool:
+    """Whether the native kernel `kind` serves these operands (and the kernels are loaded).
 
-    (Other counts leave the last 16-wide vector of maps part empty; not measured.)
+    "forward" (x, w[, bias]): NHWC / HWIO in float32. "weight" (x, delta; `kernel_hw`): float32,
+    fewer than 16 maps or a multiple of 16 (other counts leave the last 16-wide vector part
+    empty; not measured), kh * kw <= MAX_TAPS. "input" (delta, w): float32 deltas (N, Ho, Wo, C)
+    and a (KH, KW, Cin, C) kernel.
     """
-    kh, kw = kernel_hw
-    c = delta.shape[-1]
-    return (x.ndim == 4 and delta.ndim == 4 and (c < 16 or c % 16 == 0)
-            and x.shape[1] - delta.shape[1] + 1 == kh and x.shape[2] - delta.shape[2] + 1 == kw
-            and kh * kw <= MAX_TAPS and _float32(x, delta) and available())
-
-
-def input_gradient_eligible(delta, w) -> bool:
-    """Whether `input_gradient` serves it: (N, Ho, Wo, C) deltas and a (KH, KW, Cin, C) kernel in float32."""
-    return delta.ndim == 4 and w.ndim == 4 and delta.shape[-1] == w.shape[-1] and _float32(delta, w) and available()
+    if kind == "forward":
+        x, w, *rest = arrays
+        bias = rest[0] if rest else None
+        ok = x.ndim == 4 and w.ndim == 4 and x.shape[-1] == w.shape[2] and _float32(*([x, w] + ([bias] if bias is not None else [])))
+    elif kind == "weight":
+        x, delta = arrays
+        kh, kw = kernel_hw
+        c = delta.shape[-1]
+        ok = (x.ndim == 4 and delta.ndim == 4 and (c < 16 or c % 16 == 0)
+              and x.shape[1] - delta.shape[1] + 1 == kh and x.shape[2] - delta.shape[2] + 1 == kw
+              and kh * kw <= MAX_TAPS and _float32(x, delta))
+    elif kind == "input":
+        delta, w = arrays
+        ok = delta.ndim == 4 and w.ndim == 4 and delta.shape[-1] == w.shape[-1] and _float32(delta, w)
+    else:
+        raise ValueError(f"native.serves: kind must be one of {SERVES}, got {kind!r}")
+    return bool(ok) and available()
 
 
 def _ffi_forward(x, w, b):
@@ -211,7 +199,7 @@ def forward(x, w, bias, fallback):
     """Valid, stride-1 convolution of `x` (N, H, W, Cin) with `w` (KH, KW, Cin, C) plus `bias`.
 
     The native kernel on the CPU; `fallback(x, w, bias)` (the XLA formulation) elsewhere.
-    Check `forward_eligible` first.
+    Check `serves("forward", ...)` first.
     """
     b = jnp.zeros((w.shape[-1],), jnp.float32) if bias is None else bias
     return jax.lax.platform_dependent(x, w, b, cpu=_ffi_forward,
@@ -230,12 +218,5 @@ def input_gradient(delta, w, fallback):
     return jax.lax.platform_dependent(delta, w, cpu=_ffi_input_gradient, default=fallback)
 
 
-def reference_forward(x, w, bias):
-    """What `forward` computes, with XLA's convolution (for tests)."""
-    y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y if bias is None else y + bias
-
-
-__all__ = ["ENABLED", "MAX_TAPS", "SOURCE", "available", "build", "cache_dir", "forward", "forward_eligible",
-           "input_gradient", "input_gradient_eligible", "library_path", "reference_forward", "suspended",
-           "weight_gradient", "weight_gradient_eligible"]
+__all__ = ["MAX_TAPS", "SERVES", "SOURCE", "available", "build", "cache_dir", "forward", "input_gradient",
+           "library_path", "serves", "weight_gradient"]

@@ -11,6 +11,7 @@ running maximum over them, replaced only by a strictly greater value (or the fir
 keeps the first maximum in row-major window order, exactly `jnp.argmax`'s choice. Written as
 ``where(takes, v, best)`` with the comparison outside autodiff, autodiff routes each window's
 gradient to that first maximum, as the gather did. All elementwise: one loop, C stays minor.
+For windows that tile the map only (`jigcnn.ops` decides).
 
 The hand-written backward pass keeps its arg-max and scatter (jigcnn.backprop.other): measured
 faster there than re-deriving the routing from the strided views.
@@ -18,18 +19,8 @@ faster there than re-deriving the routing from the strided views.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
-
-ENABLED = os.environ.get("JIGCNN_FAST_POOL", "1") not in ("0", "false", "no", "off")
-
-
-def eligible(window, strides) -> bool:
-    """Whether the fast form serves this pooling (enabled, windows tiling the map: stride = window)."""
-    return ENABLED and tuple(window) == tuple(strides)
-
 
 def slots(x, window, out_hw):
     """The kh*kw strided views x[:, a::kh, b::kw] (row-major window order), each (N, Ho, Wo, C)."""
@@ -52,4 +43,4 @@ def max_pool(x, window, out_hw):
     return best
 
 
-__all__ = ["ENABLED", "eligible", "slots", "max_pool"]
+__all__ = ["slots", "max_pool"]

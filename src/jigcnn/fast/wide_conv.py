@@ -20,7 +20,6 @@ input gradient are XLA's own. Values are those of the plain convolution
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -30,14 +29,6 @@ from jax.custom_derivatives import SymbolicZero
 from jigcnn.fast.barrier import unfused
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-# on unless JIGCNN_WIDE_CONV=0 (read at import; set `ENABLED` to switch in a running process,
-# before the functions are traced)
-ENABLED = os.environ.get("JIGCNN_WIDE_CONV", "1") not in ("0", "false", "no", "off")
-
-
-def eligible(x_shape) -> bool:
-    """Whether :func:`conv` serves a convolution of an input of this shape (enabled, CPU, non-empty)."""
-    return ENABLED and jax.default_backend() == "cpu" and all(int(d) > 0 for d in x_shape)
 
 
 def transposed_input(x: jax.Array) -> jax.Array:

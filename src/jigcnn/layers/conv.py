@@ -7,11 +7,9 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from jigcnn.fast import conv as fast_conv
-from jigcnn.fast import wide_conv
-from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, host_drawable, pair
+from jigcnn import ops
+from jigcnn.layers.base import Layer, Neurons, check_batch, check_map_shape, pair
 
 PAD_MODES = ("zeros", "edge")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
@@ -134,7 +132,6 @@ class Conv2D(Neurons):
         """The (cin, features) connection mask, or None when every input feeds every output."""
         return connection_mask(self.connection_table, int(self.groups), cin, int(self.features), self)
 
-    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """Draw the kernel (and bias); Eq. 3's v*h is the kernel's spatial extent."""
         k, _, _, _, out = self.geometry(in_shape)
@@ -155,24 +152,13 @@ class Conv2D(Neurons):
         return x, pads
 
     def preactivation(self, params, state, x):
-        """z = conv(x, kernel) + bias, before the activation."""
+        """z = conv(x, kernel) + bias, before the activation (the kernel chosen by `jigcnn.ops`)."""
         check_batch(self, x, 4)
         _, s, d, pads, _ = self.geometry(x.shape[1:])
         xp, conv_pads = self.pad_input(x, pads)
         kernel = self.effective_kernel(params)
         bias = params.get("bias", state.get("bias"))
-        if fast_conv.eligible(kernel.shape, s, d):
-            # few channels: one banded GEMM, bias included (jigcnn.fast.conv), several times XLA's conv
-            if any(p for pp in conv_pads for p in pp):
-                xp = jnp.pad(xp, ((0, 0), conv_pads[0], conv_pads[1], (0, 0)))
-            return fast_conv.conv_valid(xp, kernel, bias)
-        if wide_conv.eligible(xp.shape):
-            # tens of channels on CPU: XLA's convolution with a cheaper weight gradient (jigcnn.fast.wide_conv)
-            z = wide_conv.conv(xp, kernel, tuple(s), tuple(tuple(p) for p in conv_pads), tuple(d))
-        else:
-            z = lax.conv_general_dilated(xp, kernel, s, conv_pads,
-                                         rhs_dilation=d, dimension_numbers=DIMENSION_NUMBERS)
-        return z if bias is None else z + bias
+        return ops.conv(xp, kernel, bias, strides=s, padding=conv_pads, dilation=d)
 
     def apply(self, params, state, x, *, train=False, key=None):
         """y = f(conv(x) + b)."""

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from jigcnn.fast import dense as fast_dense
-from jigcnn.layers.base import Neurons, check_batch, host_drawable
+from jigcnn import ops
+from jigcnn.layers.base import Neurons, check_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,6 @@ class Dense(Neurons):
             raise self.error(f"expects a vector per sample, got shape {tuple(in_shape)}; put a Flatten() before it")
         return (int(self.features),)
 
-    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """Draw the (D, features) kernel and the bias."""
         out = self.output_shape(in_shape)
@@ -39,7 +38,7 @@ class Dense(Neurons):
     def preactivation(self, params, state, x):
         """z = x @ kernel + bias."""
         check_batch(self, x, 2)
-        z = fast_dense.matmul(x, params["kernel"])
+        z = ops.dense(x, params["kernel"])
         bias = params.get("bias", state.get("bias"))
         return z if bias is None else z + bias
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
-from jigcnn.fast import pool as fast_pool
+from jigcnn import ops
 from jigcnn.layers.base import Layer, check_batch, check_map_shape, pair
 
 
@@ -68,16 +68,18 @@ class MaxPool(_Pool):
     def apply(self, params, state, x, *, train=False, key=None):
         """Window maxima; written as a gather at the arg-max so autodiff routes like the hand-written rule.
 
-        Windows that tile the map (stride = window) take `jigcnn.fast.pool.max_pool`: the same
-        values and the same routing to the first maximum, as reductions without a gather.
+        Windows that tile the map (stride = window) may take a fast form through `jigcnn.ops`
+        (the same values and the same routing to the first maximum, as selects without a gather).
         """
         check_batch(self, x, 4)
         k, s, out = self.geometry(x.shape[1:])
-        if fast_pool.eligible(k, s):
-            return fast_pool.max_pool(x, k, out[:2]), state
+        return ops.max_pool(x, k, s, out[:2], plain=self.gather_max), state
+
+    def gather_max(self, x):
+        """Window maxima as a gather at each window's first arg-max (the plain form)."""
         win = self.windows(x)
         idx = jnp.argmax(win, axis=-1)
-        return jnp.take_along_axis(win, idx[..., None], axis=-1)[..., 0], state
+        return jnp.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -207,16 +207,17 @@ def dropconnect(
     key = _check_key(key, who)
     _check_resample(resample, steps_per_epoch, who)
 
-    def scales(rates):
+    def scales(rates, params):
+        # in each parameter's own dtype: a float64 model gets 1/(1 - rate) to float64 precision
         return jax.tree.map(
-            lambda r: jnp.asarray(1.0 / (1.0 - r) if scale else 1.0, jnp.float32), rates
+            lambda r, p: jnp.asarray(1.0 / (1.0 - r) if scale else 1.0, jnp.result_type(p)), rates, params
         )
 
     def init_fn(params):
         rates = resolve_rates(rate, where, params)
         mask = _draw_masks(jax.random.fold_in(key, 0), rates, params)
         return DropConnectState(
-            mask=mask, scale=scales(rates), key=key, count=jnp.zeros((), jnp.int32)
+            mask=mask, scale=scales(rates, params), key=key, count=jnp.zeros((), jnp.int32)
         )
 
     def update_fn(updates, state, params=None):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from jigcnn import metrics as _metrics
-from jigcnn.fast import native
+from jigcnn import ops
 from jigcnn.grad import resolve_loss, value_and_grad
 from jigcnn.xla_options import resolve_compiler_options
 
@@ -63,8 +63,18 @@ def resolve_metrics(metrics: Sequence[str | tuple[str, MetricFn]] | None) -> tup
 
 
 def _partitioned(batch_sharding) -> bool:
-    """Whether the batch is split over several devices (then the native kernels are suspended while tracing)."""
+    """Whether the batch is split over several devices."""
     return batch_sharding is not None and batch_sharding.mesh.size > 1
+
+
+def step_kernels(kernels=None, batch_sharding=None) -> ops.Kernels:
+    """The kernels a step built now traces with: `kernels` (default: the current `jigcnn.ops` configuration).
+
+    In a program split over several devices the native kernels are off: XLA's partitioner does
+    not split a custom call, so it would gather a batch-sharded input onto every device to run it.
+    """
+    k = ops.resolve(kernels)
+    return k.replace(native=False) if _partitioned(batch_sharding) else k
 
 
 def _all_finite(tree) -> jax.Array:
@@ -158,7 +168,7 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
 
 def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, grad_method: str = "autodiff",
                     dropconnect: bool | None = None, metrics=(), donate: bool = True, jit: bool = True,
-                    compiler_options="auto"):
+                    compiler_options="auto", kernels=None):
     """A jitted step ``step(params, state, opt_state, x, y, key) -> (params, state, opt_state, metrics)``.
 
     ``metrics`` (a dict of device scalars, fetch them when you need them): ``loss``,
@@ -167,13 +177,16 @@ def make_train_step(model, loss, optimizer: optax.GradientTransformation, *, gra
     non-finite step returns the inputs unchanged. ``params`` and ``opt_state`` are
     donated (do not reuse the arrays you passed in) unless ``donate=False``.
     ``compiler_options``: XLA options for this step (None, a dict, or "auto":
-    :func:`jigcnn.xla_options.resolve_compiler_options`).
+    :func:`jigcnn.xla_options.resolve_compiler_options`). ``kernels``: the `jigcnn.ops` configuration
+    the step is traced with (default: the one in force when the step is built).
     """
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
                          metrics=metrics)
+    use = step_kernels(kernels)
 
     def step(params, state, opt_state, x, y, key):
-        return update(params, state, opt_state, x, y, key, True)
+        with ops.using(use):
+            return update(params, state, opt_state, x, y, key, True)
 
     if not jit:
         return step
@@ -200,7 +213,7 @@ EPOCH_LOOPS = ("scan", "python")
 def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch_size: int = 32,
                   grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
                   augment: Callable | None = None, batch_sharding=None, loop: str = "scan",
-                  compiler_options="auto"):
+                  compiler_options="auto", kernels=None):
     """One epoch as a pure function.
 
     ``epoch(params, state, opt_state, x_all, y_all, rows, n_valid, key, active) ->
@@ -225,6 +238,8 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
 
     ``compiler_options`` (``loop="python"`` only: the scan is jitted by the caller):
     XLA options for the jitted step, see :func:`jigcnn.xla_options.resolve_compiler_options`.
+    ``kernels``: the `jigcnn.ops` configuration the epoch is traced with (default: the one in force
+    when it is built; the native kernels off when ``batch_sharding`` splits the batch).
 
     ``stats``: mean ``loss`` and metrics over the applied steps, ``steps``
     (applied), ``bad_step`` (first non-finite step of the epoch, -1 if none),
@@ -235,6 +250,7 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
                          metrics=metrics)
     metric_names = ["loss"] + [n for n, _ in resolve_metrics(metrics)]
+    use = step_kernels(kernels, batch_sharding)
 
     def body(carry, s, order, rows, x_all, y_all, key, n_steps, active, bs):
         params, state, opt_state, bad_step, bad_loss, bad_grad, sums, count = carry
@@ -249,7 +265,7 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
             xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
             yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
         live = jnp.logical_and(jnp.logical_and(active, s < n_steps), bad_step < 0)
-        with native.suspended(_partitioned(batch_sharding)):
+        with ops.using(use):
             params, state, opt_state, m = update(params, state, opt_state, xb, yb, k_fwd, live)
         first_bad = jnp.logical_and(live, jnp.logical_not(m["ok"]))
         bad_step = jnp.where(first_bad, s, bad_step)
@@ -314,7 +330,7 @@ def _per_sample(fn):
     return jax.vmap(lambda o, t: fn(o[None], t[None]))
 
 
-def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_sharding=None):
+def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_sharding=None, kernels=None):
     """``evaluate(params, state, x_all, y_all, rows, n_valid) -> {"loss": ..., metric: ...}`` (not jitted).
 
     The loss and metrics are computed per sample (each a batch mean over one
@@ -322,6 +338,7 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
     ``eval_batch_size`` (padding is masked out), with ``train=False``.
     """
     _, loss_fn = resolve_loss(loss)
+    use = step_kernels(kernels, batch_sharding)
     fns = [("loss", loss_fn)] + list(resolve_metrics(metrics))
     per_sample = [(n, _per_sample(f)) for n, f in fns]
 
@@ -339,7 +356,7 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
             xb, yb = x_all[idx], y_all[idx]
             if batch_sharding is not None and chunk % batch_sharding.mesh.size == 0:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
-            with native.suspended(_partitioned(batch_sharding)):
+            with ops.using(use):
                 out, _ = model.apply(params, state, xb, train=False, key=None)
             return {n: sums[n] + jnp.sum(jnp.where(w > 0, f(out, yb).astype(jnp.float32), 0.0))
                     for n, f in per_sample}, None
@@ -373,9 +390,10 @@ def cached_jit(kind: str, build: Callable[[], Any], *parts) -> Any:
     ``fit`` calls for the same model spec, loss, optimizer object, batch size...
     (folds of a cross-validation, a resumed run) then share one ``jax.jit``
     object and so its compilation cache. The parts are kept alive with the entry,
-    so an identity used in the key cannot be recycled while it is cached.
+    so an identity used in the key cannot be recycled while it is cached. The key includes the
+    `jigcnn.ops` configuration in force, which the builders capture.
     """
-    key = (kind,) + tuple(_hkey(p) for p in parts)
+    key = (kind, ops.current()) + tuple(_hkey(p) for p in parts)
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
