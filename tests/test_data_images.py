@@ -13,6 +13,11 @@ from jigcnn.data.labels import labels_from_names
 from jigcnn.data.synth import generate
 
 
+def _drawing_names(folder):
+    """The drawings in a folder (the synthetic writer also leaves a hidden record of its set)."""
+    return sorted(f for f in os.listdir(folder) if not f.startswith("."))
+
+
 @pytest.fixture(scope="module")
 def drawings(tmp_path_factory):
     d = tmp_path_factory.mktemp("drawings")
@@ -29,7 +34,7 @@ def folder(drawings, tmp_path):
 
 def test_load_folder_arrays_and_labels(folder):
     s = load_folder(folder, cache=False)
-    files = sorted(os.listdir(folder))
+    files = _drawing_names(folder)
     assert s.files == tuple(files) and len(s) == 8
     assert s.images.shape == (8, 58, 36, 1) and s.images.dtype == np.float32
     assert 0.0 <= s.images.min() < 0.5 < s.images.max() <= 1.0  # ink and paper
@@ -92,7 +97,7 @@ def _truncate(path):
 
 
 def test_truncated_jpeg_names_the_file(folder):
-    victim = sorted(folder.iterdir())[2]
+    victim = folder / _drawing_names(folder)[2]
     _truncate(victim)
     with pytest.raises(DataError, match=f"{victim.name}: unreadable or truncated image"):
         load_folder(folder, cache=False)
@@ -106,7 +111,7 @@ def test_text_file_named_jpeg(folder):
 
 
 def test_malformed_name_in_folder(folder):
-    shutil.copy(next(folder.iterdir()), folder / "p1-7s-5.13m.jpeg")
+    shutil.copy(folder / _drawing_names(folder)[0], folder / "p1-7s-5.13m.jpeg")
     with pytest.raises(DataError, match=r"p1-7s-5\.13m\.jpeg: months must be 0\.\.11, got 13"):
         load_folder(folder, cache=False)
 
@@ -120,7 +125,7 @@ def test_empty_folder_and_missing_folder(tmp_path):
 
 
 def test_skip_lists_every_bad_file_with_its_reason(folder):
-    victim = sorted(folder.iterdir())[0]
+    victim = folder / _drawing_names(folder)[0]
     _truncate(victim)
     (folder / "p1-99s-5.5m.jpeg").write_text("text")
     (folder / "notes.txt").write_text("a note")
@@ -231,7 +236,7 @@ def test_manifest_argument_errors(manifest):
 def test_manifest_cache_and_name_labels(drawings, tmp_path):
     d = tmp_path / "named"
     shutil.copytree(drawings, d)
-    files = sorted(os.listdir(d))
+    files = _drawing_names(d)
     (d / "list.csv").write_text("file,quality\n" + "".join(f"{f},{i % 3}\n" for i, f in enumerate(files)))
     s = load_manifest(d / "list.csv", name_labels=True)
     assert (d / CACHE_DIRNAME).is_dir()

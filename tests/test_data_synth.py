@@ -14,7 +14,7 @@ from jigcnn.data.synth import AGE_RANGE, generate, main, render, sample_specs
 def test_same_seed_gives_byte_identical_files(tmp_path):
     a = generate(tmp_path / "a", n=5, seed=5)
     b = generate(tmp_path / "b", n=5, seed=5)
-    assert a == b == sorted(os.listdir(tmp_path / "a"), key=a.index)
+    assert a == b == sorted((f for f in os.listdir(tmp_path / "a") if not f.startswith(".")), key=a.index)
     for name in a:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     c = generate(tmp_path / "c", n=5, seed=6)
@@ -64,7 +64,7 @@ def test_sample_specs_deterministic_and_validated():
 
 def test_command_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "out"), "--n", "3", "--seed", "2"]) == 0
-    files = sorted(os.listdir(tmp_path / "out"))
+    files = sorted(f for f in os.listdir(tmp_path / "out") if not f.startswith("."))
     assert len(files) == 3 and all(f.endswith(".jpeg") for f in files)
     assert "stand-in" in capsys.readouterr().err
     with pytest.raises(SystemExit):

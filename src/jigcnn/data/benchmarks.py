@@ -21,13 +21,14 @@ import re
 import shutil
 import tarfile
 import urllib.request
+import warnings
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from jigcnn.atomic import atomic_path
-from jigcnn.data.images import DataError
+from jigcnn.data.images import CACHE_READ_ERRORS, DataError
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -261,10 +262,13 @@ def _cifar_jpeg(data_dir, split, cache, max_per_class):
         cpath = croot / f"cifar10-jpeg-{split}-{h.hexdigest()[:16]}.npz"
         if cpath.exists():
             try:
-                with np.load(cpath) as z:
-                    return z["images"], z["labels"]
-            except (OSError, KeyError, ValueError):
-                pass  # a damaged cache file is rebuilt below
+                with np.load(cpath, allow_pickle=False) as z:
+                    images, labels = z["images"], z["labels"]
+                if images.shape[1:] != (32, 32, 3) or len(images) != len(labels):
+                    raise ValueError(f"arrays of shapes {images.shape} and {labels.shape}")
+                return images, labels
+            except CACHE_READ_ERRORS as e:  # a damaged cache file is rebuilt below
+                warnings.warn(f"{cpath}: unreadable cache file, rebuilding it ({type(e).__name__}: {e})", stacklevel=3)
     found = {}
     with tarfile.open(tar, "r:gz") as tf:
         for m in tf:
@@ -293,8 +297,8 @@ def _cifar_jpeg(data_dir, split, cache, max_per_class):
         try:
             with atomic_path(cpath) as tmp:
                 np.savez(tmp, images=images, labels=labels)
-        except OSError:
-            pass  # caching is an optimisation; an unwritable cache folder is not an error
+        except OSError as e:  # caching is an optimisation; an unwritable cache folder is not an error
+            warnings.warn(f"{cpath}: could not write cache ({e.strerror or e})", stacklevel=3)
     return images, labels
 
 

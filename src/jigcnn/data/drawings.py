@@ -26,7 +26,7 @@ def synthetic_folder(n: int = 338, seed: int = 0, root: str | os.PathLike | None
     folder = pathlib.Path(root or default_cache_root()) / f"synth-v{_SYNTH_VERSION}-n{n}-seed{seed}"
     marker = folder / ".complete"
     if not marker.is_file():  # an interrupted generation is simply redone (each file is written atomically)
-        generate(folder, n, seed)
+        generate(folder, n, seed, overwrite=True)  # this folder holds (n, seed) only: a partial set is replaced
         write_bytes_atomic(marker, f"{n} {seed}\n".encode())
     return folder
 

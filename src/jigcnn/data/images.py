@@ -431,9 +431,10 @@ def _column_types(body, label_cols, numeric, categorical) -> tuple[dict[str, boo
             is_num[c], why[c] = True, f"declared numeric; pass categorical=[{c!r}] if it is categorical"
         else:
             vals = [row[c] for _, row in body if row[c] != ""]
-            k = sum(_looks_numeric(v) for v in vals)
+            k = sum(_looks_numeric(v) for v in vals)  # numbers, nan/inf, numbers with a comma
             is_num[c] = k > 0 and 2 * k >= len(vals)  # at least half the cells are numbers: a numeric column
-            why[c] = (f"the column is numeric: {k} of its {len(vals)} values are numbers; "
+            ok = sum(_cell_number(c, v)[1] is None for v in vals)
+            why[c] = (f"the column is numeric: {ok} of its {len(vals)} values are numbers; "
                       f"pass categorical=[{c!r}] if it is categorical")
     return is_num, why
 

@@ -19,17 +19,21 @@ Deterministic for a seed (the same seed gives byte-identical files on one machin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
+import json
 import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from jigcnn.atomic import write_bytes_atomic
+from jigcnn.data.images import DataError
 from jigcnn.data.names import format_name
 
 # Age ranges (months) per category, from Scottish school years: a class spans about a year and
@@ -377,31 +381,81 @@ def _decorations(pen, rng, author, w, h, colours, skill):
 # ---------------------------------------------------------------- writing the set
 
 
-def generate(out_dir: str | os.PathLike, n: int = 338, seed: int = 0) -> list[str]:
-    """Write ``n`` synthetic drawings as JPEGs into ``out_dir`` (atomically); return the file names."""
-    os.makedirs(out_dir, exist_ok=True)
-    names = []
-    for spec in sample_specs(n, seed):
-        img = render(spec, seed)
-        q = int(np.random.default_rng([seed, 2, spec.number, spec.age_months]).integers(78, 93))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=q)
-        write_bytes_atomic(os.path.join(out_dir, spec.file_name), buf.getvalue())
-        names.append(spec.file_name)
+SET_RECORD = ".jigcnn_synth.json"  # in the output folder: the drawings this command wrote (so --overwrite can remove them)
+
+
+def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    """Create ``out_dir``, or refuse a non-empty one unless ``overwrite`` (then remove the set recorded there)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"{out_dir}: exists and is not a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        entries = sorted(e for e in os.listdir(out_dir) if not e.startswith("."))
+    except OSError as e:
+        raise DataError(f"{out_dir}: cannot create or list the output folder ({e.strerror or e})") from None
+    if not entries:
+        return
+    if not overwrite:
+        raise DataError(
+            f"{out_dir}: output folder is not empty ({len(entries)} entries, e.g. {entries[0]!r}); writing into it "
+            "would mix two sets. Use an empty folder, or --overwrite (overwrite=True) to replace the set written there before"
+        )
+    previous = []
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        with open(os.path.join(out_dir, SET_RECORD), encoding="utf-8") as f:
+            previous = [str(x) for x in json.load(f)["files"]]
+    for name in previous:  # only files this command wrote; anything else is never deleted
+        if os.path.basename(name) == name and not name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+
+
+def generate(out_dir: str | os.PathLike, n: int = 338, seed: int = 0, *, overwrite: bool = False) -> list[str]:
+    """Write ``n`` synthetic drawings as JPEGs into ``out_dir`` (atomically); return the file names.
+
+    A non-empty ``out_dir`` is refused (DataError) unless ``overwrite``: then the set written there
+    before (recorded in ``.jigcnn_synth.json``) is removed first and same-named files are replaced;
+    files this function did not write are left alone (and reported by a warning).
+    """
+    out_dir = os.fspath(out_dir)
+    specs = sample_specs(n, seed)
+    _prepare_out_dir(out_dir, overwrite)
+    names = [spec.file_name for spec in specs]
+    try:
+        write_bytes_atomic(os.path.join(out_dir, SET_RECORD),
+                           json.dumps({"n": n, "seed": seed, "files": names}).encode())
+        for spec in specs:
+            img = render(spec, seed)
+            q = int(np.random.default_rng([seed, 2, spec.number, spec.age_months]).integers(78, 93))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=q)
+            write_bytes_atomic(os.path.join(out_dir, spec.file_name), buf.getvalue())
+    except OSError as e:
+        raise DataError(f"{e.filename or out_dir}: cannot write ({e.strerror or e})") from None
+    others = sorted(set(e for e in os.listdir(out_dir) if not e.startswith(".")) - set(names))
+    if others:
+        warnings.warn(f"{out_dir}: also holds {len(others)} file(s) not written by this set, e.g. {others[0]!r}")
     return names
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m jigcnn.data.synth --out DIR [--n 338] [--seed 0]``."""
+    """Command line: ``python -m jigcnn.data.synth --out DIR [--n 338] [--seed 0] [--overwrite]``."""
     ap = argparse.ArgumentParser(prog="python -m jigcnn.data.synth", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output folder (created if missing)")
+    ap.add_argument("--out", required=True, help="output folder (created if missing; must be empty unless --overwrite)")
     ap.add_argument("--n", type=int, default=338, help="number of drawings (default 338, as the real set)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="write into a non-empty folder: remove the set this command wrote there before, replace "
+                         "same-named files (files it did not write are kept)")
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
     t0 = time.perf_counter()
-    names = generate(args.out, args.n, args.seed)
+    try:
+        names = generate(args.out, args.n, args.seed, overwrite=args.overwrite)
+    except DataError as e:  # a user error: one line, no traceback (a bug still shows its traceback)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {len(names)} synthetic drawings (a stand-in, not the Stirling set) to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
