@@ -388,3 +388,13 @@ def test_synth_command_line_user_error_is_one_line_without_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "output folder is not empty" in r.stderr
+
+
+def test_data_errors_are_project_user_errors():
+    from jigcnn.data.names import FileNameError, parse_name
+    from jigcnn.errors import UserError
+
+    assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
+    with pytest.raises(UserError, match=r"x\.png: extension must be"):
+        parse_name("x.png")
+    assert issubclass(FileNameError, UserError)

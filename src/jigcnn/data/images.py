@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jigcnn.atomic import atomic_path
+from jigcnn.errors import UserError
 from jigcnn.data.labels import labels_from_names
 from jigcnn.data.names import DEFAULT_WHO_TABLE, WhoIsDrawn, parse_name
 
@@ -42,8 +43,8 @@ CACHE_DIRNAME = ".jigcnn_cache"
 _CACHE_VERSION = 2  # 2: 16-bit images scaled by 65535, manifest column types from the values that parse
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file (or argument) and what is wrong."""
+class DataError(UserError):
+    """Bad input data; the message names the file (or argument) and what is wrong (a ValueError)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -19,6 +19,8 @@ import re
 import types
 from typing import Mapping
 
+from jigcnn.errors import UserError
+
 AGE_CATEGORIES = ("nu", "p1", "p2", "p3", "p4", "p5", "p6", "p7")
 AUTHOR_SEX = types.MappingProxyType({"m": "boy", "f": "girl"})
 # Sex of the drawn figure as a function of the author, for a self-portrait.
@@ -51,7 +53,7 @@ DEFAULT_WHO_TABLE: Mapping[str, WhoIsDrawn] = types.MappingProxyType(
 )
 
 
-class FileNameError(ValueError):
+class FileNameError(UserError):
     """A file name that does not follow the convention; the message names the file and the part."""
 
 

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from jigcnn.atomic import write_bytes_atomic
 from jigcnn.data.images import DataError
+from jigcnn.errors import UserError
 from jigcnn.data.names import format_name
 
 # Age ranges (months) per category, from Scottish school years: a class spans about a year and
@@ -453,7 +454,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         names = generate(args.out, args.n, args.seed, overwrite=args.overwrite)
-    except DataError as e:  # a user error: one line, no traceback (a bug still shows its traceback)
+    except UserError as e:  # a user error: one line, no traceback (a bug still shows its traceback)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(names)} synthetic drawings (a stand-in, not the Stirling set) to {args.out} "
