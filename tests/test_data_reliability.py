@@ -166,12 +166,22 @@ def test_special_file_in_a_folder_is_reported(drawing_folder):
     os.mkfifo(drawing_folder / "p3-5b-7.1f.jpeg")
     with pytest.raises(DataError, match=r"p3-5b-7\.1f\.jpeg: not a regular file"):
         load_folder(drawing_folder, cache=False)
-    s = load_folder(drawing_folder, size=(4, 3), cache=False, on_error="skip")
-    assert len(s) == 3 and s.skipped[0][0] == "p3-5b-7.1f.jpeg"
+    for cache in (False, True):  # hashing for the cache never opens the pipe (it would block)
+        s = load_folder(drawing_folder, size=(4, 3), cache=cache, on_error="skip")
+        assert len(s) == 3 and s.skipped[0][0] == "p3-5b-7.1f.jpeg"
+    m = drawing_folder / "m.csv"
+    m.write_text("file,x\nnu-1s-4.5m.jpeg,1\np3-5b-7.1f.jpeg,2\n")
+    with pytest.raises(DataError, match=r"p3-5b-7\.1f\.jpeg: not a regular file"):
+        load_manifest(m)
 
 
 def test_dangling_link_in_a_manifest_names_the_link(tmp_path):
     m = _manifest(tmp_path / "m", ["1", "2"])
+    (tmp_path / "m" / "sub").mkdir()
+    m.write_text(m.read_text() + "sub,3\n")
+    with pytest.raises(DataError, match=r"sub: listed in m\.csv line 4 is a folder, not an image file"):
+        load_manifest(m, size=(2, 2), cache=False)
+    m.write_text(m.read_text().replace("sub,3\n", ""))
     (tmp_path / "m" / "1.png").unlink()
     os.symlink("nowhere.png", tmp_path / "m" / "1.png")
     with pytest.raises(DataError, match=r"1\.png: dangling symbolic link"):

@@ -185,6 +185,9 @@ def _cache_dir(cache, folder: pathlib.Path) -> pathlib.Path | None:
 def _hash_files(paths: Sequence[pathlib.Path], names: Sequence[str], h) -> None:
     for p, n in zip(paths, names):
         h.update(n.encode() + b"\0")
+        if not p.is_file():  # a dangling link or a pipe: never opened (a pipe would block)
+            h.update(b"<not a file>\0")
+            continue
         try:
             with open(p, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -427,7 +430,7 @@ def _column_types(body, label_cols, numeric, categorical) -> tuple[dict[str, boo
     is_num, why = {}, {}
     for c in label_cols:
         if c in categorical:
-            is_num[c], why[c] = False, f"declared categorical"
+            is_num[c], why[c] = False, "declared categorical"
         elif c in numeric:
             is_num[c], why[c] = True, f"declared numeric; pass categorical=[{c!r}] if it is categorical"
         else:
@@ -469,8 +472,13 @@ def _check_manifest_rows(csv_path, body, paths, label_cols, is_num, why, name_la
         if problems:
             out.append((row["file"], f"{where}: " + "; ".join(problems), None))
         elif not p.is_file():
-            gone = _not_a_file(p) if p.is_symlink() else None
-            out.append((row["file"], gone or f"{p}: file listed in {csv_path.name} line {line} does not exist", None))
+            if p.is_dir():
+                why_not = f"{p}: listed in {csv_path.name} line {line} is a folder, not an image file"
+            elif p.exists() or p.is_symlink():
+                why_not = _not_a_file(p)
+            else:
+                why_not = f"{p}: file listed in {csv_path.name} line {line} does not exist"
+            out.append((row["file"], why_not, None))
         else:
             out.append((row["file"], None, vals))
     return out
