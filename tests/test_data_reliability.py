@@ -408,3 +408,22 @@ def test_data_errors_are_project_user_errors():
     with pytest.raises(UserError, match=r"x\.png: extension must be"):
         parse_name("x.png")
     assert issubclass(FileNameError, UserError)
+
+
+def test_a_mode_without_a_rule_is_refused_by_name():
+    import types
+
+    fake = types.SimpleNamespace(mode="I;32BS", format="TIFF")  # no Pillow mode we know how to scale
+    with pytest.raises(DataError, match=r"odd\.tif: unsupported image mode 'I;32BS' \(Pillow\); supported: 1, L, P"):
+        images_mod._pixels(fake, "odd.tif", (H, W), "L", "bilinear")
+
+
+def test_an_interrupted_synthetic_set_is_regenerated_in_place(tmp_path):
+    from jigcnn.data.drawings import synthetic_folder
+
+    folder = synthetic_folder(3, 4, tmp_path)
+    names = sorted(f for f in os.listdir(folder) if not f.startswith("."))
+    (folder / ".complete").unlink()  # as if killed before the marker was written
+    (folder / names[0]).unlink()
+    again = synthetic_folder(3, 4, tmp_path)  # its own folder: replaced without asking
+    assert again == folder and sorted(f for f in os.listdir(folder) if not f.startswith(".")) == names

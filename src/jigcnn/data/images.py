@@ -297,7 +297,9 @@ def load_folder(
 
     ``size`` is (H, W), default (58, 36); ``color`` 'L' or 'RGB'; ``cache`` True (default place),
     False, or a folder; ``on_error`` 'raise' or 'skip' (skipped files are listed in ``.skipped``).
-    Each drawing is its own source (source id = its index).
+    Each drawing is its own source (source id = its index). A dangling link or special file is an error
+    (or skipped), never dropped; bad names and dangling links fail before any image is decoded; two
+    names for one file are always refused.
     """
     _check_options(size, color, resample, on_error)
     folder = pathlib.Path(folder)
