@@ -22,7 +22,7 @@ after training. The paper: bipolar sigmoid learned about 10x worse on regression
 
 from __future__ import annotations
 
-import pathlib
+import math
 
 import numpy as np
 
@@ -30,9 +30,12 @@ from experiments import common
 
 NAME = "activations"
 VARIANTS = ("identity", "bipolar (hidden)", "bipolar (all)", "bipolar (hidden), W1 x30")
+PROTOCOLS = ("paper", "grouped")
+SATURATED = 0.05  # |N'| below this counts as saturated
 
 
 def make_net(variant: str, filters: int):
+    """The Fig. 5-shaped net of one variant (its activations and Eq. 3 amplitudes)."""
     from jigcnn import zoo
 
     acts = {"identity": ["identity", "identity"], "bipolar (hidden)": ["bipolar_sigmoid", "identity"],
@@ -42,13 +45,50 @@ def make_net(variant: str, filters: int):
     return zoo.ignet_deep(2, 1, filters=filters, kernel=(5, 5), W=W, activation=acts)
 
 
+def saturation(model, params, state, x, y, loss, threshold: float = SATURATED) -> dict[str, float]:
+    """{layer: share of the layer's neurons whose activation derivative |N'| < threshold} on one batch."""
+    import jax.numpy as jnp
+
+    from jigcnn.backprop import manual_value_and_grad
+
+    (_, aux), _ = manual_value_and_grad(model, loss)(params, state, jnp.asarray(x), jnp.asarray(y), train=False)
+    return {name: float(jnp.mean(jnp.abs(rec["act_deriv"]) < threshold))
+            for name, rec in aux.intermediates.items() if rec and "act_deriv" in rec}
+
+
+def diagnostic_record(model, params, state, x, y, loss="mae") -> dict:
+    """The Fig. 4 report (``jigcnn.diagnostics.diagnose``) as a dict, with each layer's saturated share added."""
+    from jigcnn.diagnostics import diagnose
+
+    d = diagnose(model, params, state, x, y, loss).to_dict()
+    sat = saturation(model, params, state, x, y, loss)
+    for name, row in d["layers"].items():
+        row["saturated"] = sat.get(name)
+    return d
+
+
+def _layer_rows(record) -> list[dict]:
+    """Per layer {"act_deriv", "saturated"} from a record (or from an older results.json's list of rows)."""
+    if isinstance(record, dict):
+        return [{"act_deriv": r["act_deriv_mav"], "saturated": r["saturated"]} for r in record["layers"].values()
+                if r.get("weight_mav") is not None and math.isfinite(r["weight_mav"])]  # the layers with weights
+    return [{"act_deriv": r["act_deriv"], "saturated": r["saturated"]} for r in record]
+
+
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filters=4,
-        protocols=("paper", "grouped"), argv=None, verbose=True) -> dict:
+        protocols=PROTOCOLS, argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the table; return the results."""
     import jax
 
+    from jigcnn.metrics import age_mape_metric
+
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    protocols = common.check_choices("protocols", protocols, PROTOCOLS)
+    common.check_int("--epochs", epochs, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_int("--filters", filters, 1)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     n, factor, k, batch = 338, 10, 5, 32
     variants = VARIANTS
     if quick:
@@ -68,10 +108,10 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filte
             m = make_net(variant, filters)
             params, state = m.init(jax.random.fold_in(key, 0))
             xb, yb = split[0][0][:64], split[0][1][:64]
-            before = common.mav_table(m, params, state, xb, yb, "mae")
+            before = diagnostic_record(m, params, state, xb, yb, "mae")
             r = common.fit_split(m, split, lr=lr * (1.0 / scale if scale != 1.0 else 1.0), epochs=epochs, key=key, batch_size=batch,
-                                 metrics=(common.age_mape_metric(offset, scale),))
-            after = common.mav_table(m, r.params, r.state, xb, yb, "mae")
+                                 metrics=(age_mape_metric(offset, scale),))
+            after = diagnostic_record(m, r.params, r.state, xb, yb, "mae")
             base = float(100 * np.mean(np.abs(split[1][1] - split[0][1].mean()) * scale
                                        / np.abs(split[1][1] * scale + offset)))
             runs.append({"protocol": proto, "variant": variant, "target_scale": scale,
@@ -118,11 +158,13 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filte
 
 
 def summary(results: dict) -> str:
+    """The one-screen table: per protocol and variant, test MAPE, baseline, N' and the saturated shares."""
     rows = []
     for r in results["runs"]:
-        sat_b = "/".join(f"{m['saturated']:.2f}" for m in r["mav_before"])
-        sat_a = "/".join(f"{m['saturated']:.2f}" for m in r["mav_after"])
-        nd_a = "/".join(f"{m['act_deriv']:.3g}" for m in r["mav_after"])
+        before, after = _layer_rows(r["mav_before"]), _layer_rows(r["mav_after"])
+        sat_b = "/".join(f"{m['saturated']:.2f}" for m in before)
+        sat_a = "/".join(f"{m['saturated']:.2f}" for m in after)
+        nd_a = "/".join(f"{m['act_deriv']:.3g}" for m in after)
         rows.append([r["protocol"], r["variant"], common.fmt(r["test_mape"]), common.fmt(r["baseline_test_mape"]),
                      r["epochs"], nd_a, sat_b, sat_a])
     return "\n".join([
@@ -135,6 +177,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.003)

@@ -39,13 +39,20 @@ NETS = ("vgg_small", "thesis_cifar_cnn")
 
 def run(out=None, data_dir=None, seed=0, quick=False, nets=NETS, epochs=14, batch_size=128, lr=0.1,
         label_smoothing=0.1, fast_variance=True, keep_other_nets=True, argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the table; return the results."""
     from jigcnn import zoo
-    from jigcnn.data import load_cifar10
+    from jigcnn.data import flip_crop, load_cifar10, standardize
     from jigcnn.losses import SmoothedSoftmaxCrossEntropy
+    from jigcnn.optim import onecycle_sgd
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    nets = common.check_choices("--nets", nets, NETS)
+    common.check_int("--epochs", epochs, 1)
+    common.check_int("--batch-size", batch_size, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_float("--label-smoothing", label_smoothing, ge=0, lt=1)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     ddir = common.benchmark_data_dir(data_dir)
     source = "png-subset" if quick else "jpeg"
     xtr, ytr = load_cifar10(ddir, "train", source=source)
@@ -53,17 +60,17 @@ def run(out=None, data_dir=None, seed=0, quick=False, nets=NETS, epochs=14, batc
     if quick:
         xtr, ytr, xte, yte, epochs, batch_size = xtr[:256], ytr[:256], xte[:128], yte[:128], 1, 64
         nets = nets[:1] if len(nets) > 1 else nets
-    xtr, xte = common.standardize(np.asarray(xtr), np.asarray(xte))
+    xtr, xte = standardize(np.asarray(xtr), np.asarray(xte))
     runs = {}
     for net in nets:
         kw = {"fast_variance": fast_variance} if net == "vgg_small" else {}
         model = getattr(zoo, net)(head_activation=None, **kw)
         steps = epochs * (len(ytr) // batch_size)
-        tx = common.onecycle_sgd(lr, steps)
+        tx = onecycle_sgd(lr, steps)
         if verbose:
             print(f"  {net}: {model.count_params()} parameters", flush=True)
         fitted, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs,
-                                       batch_size=batch_size, seed=seed, augment=common.flip_crop_augment(pad=4),
+                                       batch_size=batch_size, seed=seed, augment=flip_crop(pad=4),
                                        thresholds=THRESHOLDS, verbose=verbose,
                                        loss=SmoothedSoftmaxCrossEntropy(label_smoothing) if label_smoothing
                                        else "softmax_cross_entropy")
@@ -136,6 +143,7 @@ def earlier_runs(out, exclude) -> dict:
 
 
 def summary(results: dict) -> str:
+    """The one-screen table: per net, accuracy (plain and flip-TTA), epochs, time and time-to thresholds."""
     rows = []
     for net, v in results["runs"].items():
         tt = v["time_to"]
@@ -155,6 +163,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--nets", default=",".join(NETS))
     p.add_argument("--epochs", type=int, default=14, help="epochs per net (14 x ~2.0 min fits the 30-minute goal here)")
@@ -167,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep-other-nets", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the earlier results.json's runs of nets not in --nets (each keeps its own command)")
     a = p.parse_args(argv)
-    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, nets=tuple(a.nets.split(",")), epochs=a.epochs,
+    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, nets=a.nets, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, label_smoothing=a.label_smoothing, fast_variance=a.fast_variance,
         keep_other_nets=a.keep_other_nets,
         argv=argv)

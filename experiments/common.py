@@ -9,11 +9,19 @@ Every experiment is a module ``experiments/<name>.py`` with
 
 The common options (documented defaults):
 
-* ``--out DIR``: where ``results.json`` and the PNGs go (default ``results/<name>``);
+* ``--out DIR``: where ``results.json`` and the PNGs go (default ``results/<name>``; with ``--quick``
+  ``runs/<name>-quick``, git-ignored, so a quick run never overwrites the committed results; see
+  :func:`default_out`);
 * ``--data-dir DIR``: the data (default: the synthetic stand-in for the drawings,
   ``../shared/data`` style lookup for the benchmarks, see ``jigcnn.data``);
 * ``--seed N``: the seed of every split, initialisation and augmentation (default 0);
 * ``--quick``: a tiny configuration that runs in well under a minute (used by the tests).
+
+Every ``run`` starts with :func:`prepare_output` (the output folder is created and a probe file
+written and removed there) and checks its own arguments (:func:`check_int`, :func:`check_float`,
+:func:`check_choices`) before it loads data or trains, so a typo or an unwritable folder fails in
+seconds, not after the training. :func:`run_program` prints such user errors as one ``error: ...``
+line and exits with status 2; anything else (a bug) keeps its traceback.
 
 ``results.json`` always holds: ``experiment``, ``config``, ``protocol``, ``data``
 (what data, real or stand-in), ``metrics`` (summary), per-fold / per-run detail,
@@ -28,16 +36,29 @@ import argparse
 import contextlib
 import json
 import math
+import numbers
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Sequence
 
+from jigcnn.atomic import atomic_path, write_text_atomic
+
+try:  # the project's user-error types
+    from jigcnn.errors import OutputPathError, UserError
+except ImportError:  # pragma: no cover - an older jigcnn without jigcnn.errors
+    class UserError(ValueError):
+        """A user's argument, data or file is wrong."""
+
+    class OutputPathError(UserError, OSError):
+        """An output folder that cannot be written."""
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS_ROOT = REPO / "results"
+RESULTS_ROOT = REPO / "results"  # full runs of the documented commands (committed)
+RUNS_ROOT = REPO / "runs"  # quick runs without --out (git-ignored)
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError)
 
 STANDIN_NOTE = ("synthetic stand-in (jigcnn.data.synth), NOT the Stirling drawings: "
                 "figures say nothing about real children's drawings")
@@ -47,7 +68,9 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with the common options ``--out``, ``--data-dir``, ``--seed``, ``--quick``."""
     p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=str(RESULTS_ROOT / name), help="output folder for results.json and plots")
+    p.add_argument("--out", default=None,
+                   help=f"output folder for results.json and plots (default: results/{name}; with --quick "
+                        f"runs/{name}-quick)")
     p.add_argument("--data-dir", default=None,
                    help="data folder (default: synthetic stand-in for drawings; shared data dir for benchmarks)")
     p.add_argument("--seed", type=int, default=0, help="seed for splits, initialisation, augmentation")
@@ -56,14 +79,112 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def run_program(main: Callable[[], int | None]) -> None:
-    """Run an experiment's `main` as a program: glibc keeps freed memory (`jigcnn.allocator`), exit with its status."""
+    """Run an experiment's `main` as a program: glibc keeps freed memory (`jigcnn.allocator`), exit with its status.
+
+    A user error (:data:`USER_ERRORS`: a bad argument, a missing file or folder) prints one
+    ``error: ...`` line to stderr and exits with status 2 (``JIGCNN_TRACEBACK=1`` re-raises it with
+    its traceback); any other exception keeps its traceback.
+    """
     from jigcnn import allocator
 
     allocator.retain_freed_memory()
-    raise SystemExit(main())
+    try:
+        status = main()
+    except USER_ERRORS as e:
+        if os.environ.get("JIGCNN_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(status)
+
+
+# ---------------------------------------------------------------- output folder and argument checks (before training)
+
+
+def default_out(name: str, quick: bool = False, out: str | os.PathLike | None = None) -> pathlib.Path:
+    """The output folder: ``out`` when given, else ``results/<name>`` for a full run, ``runs/<name>-quick`` for --quick."""
+    if out is not None and str(out) != "":
+        return pathlib.Path(out)
+    return RUNS_ROOT / f"{name}-quick" if quick else RESULTS_ROOT / name
+
+
+def prepare_output(name: str, out: str | os.PathLike | None = None, quick: bool = False) -> pathlib.Path:
+    """Resolve the output folder (:func:`default_out`), create it and prove it writable (write and remove a probe).
+
+    Raises ``OutputPathError`` naming ``--out``, the folder and the reason, before any training.
+    """
+    path = default_out(name, quick, out)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("probe\n")
+        os.remove(probe)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+        raise OutputPathError(f"--out {str(path)!r}: the output folder cannot be written "
+                              f"({e.strerror or e})") from None
+    return path
+
+
+def check_int(arg: str, value, minimum: int | None = 1, maximum: int | None = None) -> int:
+    """``value`` as an int within [minimum, maximum], else a UserError naming ``arg`` (e.g. ``--epochs``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{arg}: expected an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum or maximum is not None and v > maximum:
+        rng = (f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}") if minimum is not None \
+            else f"<= {maximum}"
+        raise UserError(f"{arg}: must be {rng}, got {v}")
+    return v
+
+
+def check_float(arg: str, value, *, gt: float | None = None, ge: float | None = None,
+                lt: float | None = None, le: float | None = None) -> float:
+    """``value`` as a finite float within the given bounds, else a UserError naming ``arg`` (e.g. ``--lr``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{arg}: expected a number, got {value!r}") from None
+    bad = not math.isfinite(v) or (gt is not None and not v > gt) or (ge is not None and not v >= ge) \
+        or (lt is not None and not v < lt) or (le is not None and not v <= le)
+    if bad:
+        want = ", ".join(f"{op} {b:g}" for op, b in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if b is not None)
+        raise UserError(f"{arg}: must be a finite number{' ' + want if want else ''}, got {value!r}")
+    return v
+
+
+def check_choices(arg: str, values, allowed: Sequence[str]) -> tuple:
+    """``values`` (a comma-separated string or a sequence) as a tuple, each one of ``allowed``, at least one.
+
+    Else a UserError naming ``arg``, the unknown values and the valid choices.
+    """
+    vals = tuple(v.strip() for v in values.split(",") if v.strip()) if isinstance(values, str) else tuple(values)
+    unknown = [v for v in vals if v not in allowed]
+    if unknown:
+        raise UserError(f"{arg}: unknown {', '.join(repr(v) for v in unknown)}; valid choices: {', '.join(allowed)}")
+    if not vals:
+        raise UserError(f"{arg}: give at least one of {', '.join(allowed)}, got {values!r}")
+    if len(set(vals)) != len(vals):
+        raise UserError(f"{arg}: {values!r} names a value twice")
+    return vals
+
+
+def check_dir(arg: str, path) -> str | None:
+    """``path`` (None passes) as a string when it is an existing folder, else FileNotFoundError / NotADirectoryError."""
+    if path is None:
+        return None
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{arg} {str(p)!r}: no such folder")
+    if not p.is_dir():
+        raise NotADirectoryError(f"{arg} {str(p)!r}: not a folder")
+    return str(p)
 
 
 def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (rounded), or None where the OS has none."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):  # pragma: no cover
@@ -122,26 +243,14 @@ def _jsonable(x):
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> pathlib.Path:
-    """Write ``obj`` as indented JSON atomically (temporary file in the same folder, fsync, rename)."""
+    """Write ``obj`` as indented JSON (NumPy/JAX values made plain, NaN -> null) atomically (``jigcnn.atomic``)."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
     return path
 
 
 def command_line(name: str, argv: Sequence[str] | None) -> str:
+    """The shell command that reproduces this run (``PYTHONPATH=src python -m experiments.<name> ...``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["PYTHONPATH=src", "python", "-m", f"experiments.{name}", *args])
 
@@ -156,6 +265,7 @@ def finish(out: str | os.PathLike, results: dict, t0: float) -> dict:
 
 
 def fmt(x, spec: str = ".2f") -> str:
+    """``x`` formatted with ``spec``; "-" for None, "nan" for a non-finite float, str() for anything else."""
     if x is None:
         return "-"
     if isinstance(x, float) and not math.isfinite(x):
@@ -182,6 +292,7 @@ def table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
 
 
 def mean_std(values) -> tuple[float | None, float | None]:
+    """(mean, sample std) of the values that are not None; (None, None) when none are, std 0 for one value."""
     import numpy as np
 
     v = np.asarray([x for x in values if x is not None], np.float64)
@@ -191,13 +302,15 @@ def mean_std(values) -> tuple[float | None, float | None]:
 
 
 def save_fig(fig, path: str | os.PathLike) -> str:
-    """Save a matplotlib figure (PNG, modest dpi to keep the results folders small) and close it."""
+    """Save a matplotlib figure atomically (PNG, modest dpi to keep the results folders small), close it; its name."""
     import matplotlib.pyplot as plt
 
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path.name
 
 
@@ -219,10 +332,12 @@ class Clock:
 
     @property
     def s(self) -> float:
+        """Seconds since the clock was made."""
         return time.perf_counter() - self.t0
 
 
 def banner(title: str, note: str | None = None) -> str:
+    """``== title ==`` with the note in brackets on the next line."""
     s = f"== {title} =="
     if note:
         s += f"\n   ({note})"
@@ -264,46 +379,36 @@ def one_split(images, y, source, *, protocol: str = "grouped", factor: int = 10,
     return (x_all[tr], y_all[tr]), (x_all[te], y_all[te]), (x_all[va], y_all[va])
 
 
-def mav_table(model, params, state, x, y, loss) -> list[dict]:
-    """The paper's Fig. 4 diagnostic after one forward + backward pass (hand-written backprop, Eqs. 1-2a).
+def stratify_labels(y, fallback=None, k=5, validation_fraction=0.15):
+    """Class labels to stratify by: the target's when scikit-learn can (some class has at least as many
+    members as splits), else ``fallback`` (e.g. the age category), else None. Returns (labels, name)."""
+    import numpy as np
 
-    Per layer with parameters: mean absolute value (MAV) of the layer input, the activation derivative
-    N', the weights, the full neuron derivative dL/dz (= dL/db per neuron) and dL/dw. Gradients are of
-    the batch-mean loss. Uses ``jigcnn.diagnostics.diagnose`` when it exists, else computes it here.
-    """
-    import jax.numpy as jnp
-
-    from jigcnn.backprop.network import manual_value_and_grad
-
-    (_, aux), grads = manual_value_and_grad(model, loss)(params, state, jnp.asarray(x), jnp.asarray(y), train=False)
-    recs = aux.intermediates if hasattr(aux, "intermediates") else aux[2]
-    rows = []
-    for layer in model.layers:
-        name = layer.name
-        if name not in params or "kernel" not in params[name] or name not in recs:
-            continue
-        r = recs[name]
-        mav = lambda a: float(jnp.mean(jnp.abs(a)))  # noqa: E731
-        rows.append({"layer": name, "input": mav(r["input"]), "act_deriv": mav(r["act_deriv"]),
-                     "saturated": float(jnp.mean(jnp.abs(r["act_deriv"]) < 0.05)),
-                     "weights": mav(params[name]["kernel"]), "dL_dz": mav(r["delta"]),
-                     "dL_dw": mav(grads[name]["kernel"])})
-    return rows
+    need = max(k, int(round(1 / validation_fraction)))
+    for lab, name in ((y, "target"), (fallback, "age_category")):
+        if lab is not None and np.bincount(np.asarray(lab)).max() >= need:
+            return np.asarray(lab, np.int32), name
+    return None, "none"
 
 
-def mav_text(rows: list[dict]) -> str:
-    return table([[r["layer"], *(f"{r[c]:.3g}" for c in ("input", "act_deriv", "weights", "dL_dz", "dL_dw"))]
-                  for r in rows], ["layer", "MAV input", "MAV N'", "MAV W", "MAV dL/dz", "MAV dL/dw"])
+# the old (pre-jigcnn.diagnostics) row keys of results.json files written before the experiments used `diagnose`
+_OLD_MAV_KEYS = {"input": "input_mav", "act_deriv": "act_deriv_mav", "weights": "weight_mav", "dL_dz": "delta_mav",
+                 "dL_dw": "weight_grad_mav"}
 
 
-def age_mape_metric(offset: float, scale: float = 1.0):
-    """("mape", fn): MAPE in percent on ages, for nets trained on (age - offset) / scale."""
-    import jax.numpy as jnp
+def diagnostic_from_json(obj):
+    """A ``jigcnn.diagnostics.Diagnostic`` from its ``to_dict()`` (or from an older results.json's list of rows)."""
+    from jigcnn.diagnostics import COLUMNS, Diagnostic, LayerRow
 
-    def mape(pred, target):
-        return 100.0 * jnp.mean(jnp.abs(pred - target) * scale / jnp.abs(target * scale + offset))
+    def num(v):
+        return math.nan if v is None else float(v)
 
-    return ("mape", mape)
+    if isinstance(obj, dict):
+        rows = tuple(LayerRow(name, r.get("kind", "?"), *(num(r.get(c)) for c in COLUMNS))
+                     for name, r in obj["layers"].items())
+        return Diagnostic(rows, num(obj.get("loss")), obj.get("step"))
+    rows = tuple(LayerRow(r["layer"], "?", *(num(r.get(old)) for old in _OLD_MAV_KEYS)) for r in obj)
+    return Diagnostic(rows, math.nan)
 
 
 def fit_split(model, split, *, lr, epochs, key, loss="mae", metrics=(), optimizer=None, stopping=None, **kw):
@@ -329,33 +434,33 @@ def benchmark_data_dir(data_dir=None) -> str:
     return os.environ.get("JIGCNN_DATA") or str(REPO.parent / "shared" / "data")
 
 
-def flip_crop_augment(pad: int = 4, flip: bool = True):
-    """``augment(key, images)``: random left-right flips and random crops of a zero-padded image (traceable)."""
-    import jax
-    import jax.numpy as jnp
-
-    def augment(key, x):
-        kf, kc = jax.random.split(key)
-        n, h, w, c = x.shape
-        if flip:
-            f = jax.random.bernoulli(kf, 0.5, (n, 1, 1, 1))
-            x = jnp.where(f, x[:, :, ::-1, :], x)
-        if pad:
-            xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-            off = jax.random.randint(kc, (n, 2), 0, 2 * pad + 1)
-            x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c)))(xp, off)
-        return x
-
-    return augment
-
-
-def standardize(train, *others):
-    """Per-channel standardisation with the training set's mean and std."""
+def plot_accuracy_curve(out, info, title) -> str:
+    """``<out>/test_accuracy.png``: test accuracy against wall time of one benchmark run; the file name."""
     import numpy as np
 
-    mu = train.mean(axis=(0, 1, 2), keepdims=True)
-    sd = train.std(axis=(0, 1, 2), keepdims=True) + 1e-6
-    return [((a - mu) / sd).astype(np.float32) for a in (train, *others)]
+    plt = matplotlib_pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(np.array(info["curve"]["wall_time"]) / 60, info["curve"]["test_accuracy"], marker="o")
+    ax.set_xlabel("wall time (min)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return save_fig(fig, pathlib.Path(out) / "test_accuracy.png")
+
+
+def benchmark_summary(results: dict) -> str:
+    """The one-screen summary of a one-net benchmark run (lenet_mnist, fashion_mnist): accuracy, time-to table."""
+    tt = results["time_to"]
+    rows = [[k, "-" if v is None else v["epoch"], "-" if v is None else f"{v['wall_time_s']:.0f}"] for k, v in tt.items()]
+    return "\n".join([
+        banner(f"{results['experiment']}: {results['config'].get('net')}", results["data"]),
+        f"final test accuracy {100 * (results['test_accuracy'] or 0):.2f}% (best {100 * (results['best_test_accuracy'] or 0):.2f}%)"
+        f" after {results['epochs']} epochs, training wall time {results['train_wall_time_s']:.0f} s;"
+        f" params {results['params']}",
+        table(rows, ["test accuracy >=", "epoch", "wall s"]),
+        f"published: {results['headline']['published']}",
+        f"total wall time {results['wall_time_s']:.0f} s, load {results['environment']['load_average_1_5_15']}, "
+        f"{results['environment'].get('cpu_count')} CPUs ({results['environment'].get('jax_backend')})"])
 
 
 def time_to(history, thresholds, metric: str = "test_accuracy") -> dict:
@@ -413,19 +518,3 @@ def flip_tta_accuracy(model, params, state, x, y, *, batch: int = 1000) -> float
         raise ValueError("flip_tta_accuracy: empty test set")
     hits = sum(int(count(params, state, x[i:i + batch], y[i:i + batch])) for i in range(0, n, batch))
     return hits / n
-
-
-def onecycle_sgd(peak_lr: float, total_steps: int, *, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 nesterov: bool = True):
-    """SGD (Nesterov) with a one-cycle learning-rate schedule and decoupled-from-loss weight decay on kernels."""
-    import optax
-
-    from jigcnn.optim.select import kernels_only
-
-    sched = optax.cosine_onecycle_schedule(total_steps, peak_lr, pct_start=0.25, div_factor=10.0,
-                                           final_div_factor=100.0)
-    import jax
-
-    mask = lambda params: jax.tree_util.tree_map_with_path(lambda p, x: kernels_only(p, x), params)  # noqa: E731
-    return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask),
-                       optax.sgd(sched, momentum=momentum, nesterov=nesterov))

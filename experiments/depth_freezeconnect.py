@@ -20,26 +20,36 @@ test baseline. The paper: freezeconnect made the 6- and 7-layer nets almost as q
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 
 from experiments import common
 
 NAME = "depth_freezeconnect"
+INITS = ("calibrated", "paper")
 
 
 def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 7), epochs=10, lr=0.003,
         rate=0.5, filters=4, factor=3, target_fraction=0.95, init="calibrated", argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the table; return the results."""
     import jax
     import optax
 
     from jigcnn import zoo
+    from jigcnn.metrics import age_mape_metric
     from jigcnn.optim import freezeconnect
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    depths = parse_depths(depths)
+    common.check_int("--epochs", epochs, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_float("--rate", rate, ge=0, lt=1)
+    common.check_int("--filters", filters, 1)
+    common.check_int("--factor", factor, 1)
+    common.check_float("--target-fraction", target_fraction, gt=0)
+    common.check_choices("--init", (init,), INITS)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     n, k, batch = 338, 5, 32
     if quick:
         n, k, factor, epochs, filters, depths, batch = 24, 2, 2, 1, 2, (1, 2), 8
@@ -72,7 +82,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 
             from jigcnn.train import fit
 
             r = fit(m, params, state, tx, split[0], split[1], split[2], key=jax.random.fold_in(key, 1), loss="mae",
-                    metrics=(common.age_mape_metric(offset),), epochs=epochs, batch_size=batch, progress=False,
+                    metrics=(age_mape_metric(offset),), epochs=epochs, batch_size=batch, progress=False,
                     on_divergence="stop")
             wall = c.s
             tr_curve = r.history["train_mape"]
@@ -124,12 +134,30 @@ def run(out=None, data_dir=None, seed=0, quick=False, depths=(1, 2, 3, 4, 5, 6, 
     return results
 
 
+def parse_depths(depths) -> tuple[int, ...]:
+    """``depths`` ("1,2,3" or a sequence) as a tuple of distinct ints >= 1; a UserError naming --depths else."""
+    items = [d.strip() for d in depths.split(",") if d.strip()] if isinstance(depths, str) else list(depths)
+    out = []
+    for d in items:
+        try:
+            v = int(d)
+        except (TypeError, ValueError):
+            raise common.UserError(f"--depths: {d!r} is not an integer (expected e.g. 1,2,3)") from None
+        out.append(common.check_int("--depths", v, 1))
+    if not out:
+        raise common.UserError(f"--depths: give at least one depth, got {depths!r}")
+    if len(set(out)) != len(out):
+        raise common.UserError(f"--depths: {depths!r} names a depth twice")
+    return tuple(out)
+
+
 def _p(runs, depth, fc):
     r = next(r for r in runs if r["depth"] == depth and r["freezeconnect"] == fc)
     return "-" if r["passes_to_target"] is None else r["passes_to_target"]
 
 
 def summary(results: dict) -> str:
+    """The one-screen table: per depth, with and without freezeconnect, passes and time to the target."""
     rows = [[r["depth"], "on" if r["freezeconnect"] else "off", r["params"], common.fmt(r["passes_to_target"], "d"),
              common.fmt(r["time_to_target_s"], ".1f"), common.fmt(r["final_train_mape"]),
              common.fmt(r["final_test_mape"]), r["epochs"], f"{r['wall_time_s']:.1f}", r["stopped_reason"]]
@@ -145,6 +173,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--depths", default="1,2,3,4,5,6,7")
     p.add_argument("--epochs", type=int, default=10)
@@ -153,10 +182,10 @@ def main(argv=None) -> int:
     p.add_argument("--filters", type=int, default=4)
     p.add_argument("--factor", type=int, default=3, help="augmentation factor of the training side")
     p.add_argument("--target-fraction", type=float, default=0.95)
-    p.add_argument("--init", choices=("calibrated", "paper"), default="calibrated",
+    p.add_argument("--init", choices=INITS, default="calibrated",
                    help="Eq. 3 amplitudes: calibrated per depth (jigcnn.diagnostics.calibrate_init) or W=1 (conv), 10 (FC)")
     a = p.parse_args(argv)
-    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, depths=tuple(int(d) for d in a.depths.split(",")),
+    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, depths=a.depths,
         epochs=a.epochs, lr=a.lr, rate=a.rate, filters=a.filters, factor=a.factor, target_fraction=a.target_fraction,
         init=a.init, argv=argv)
     return 0

@@ -13,12 +13,10 @@ the 10,000 test images after every epoch; time-to-88/90/92% reported.
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 
 from experiments import common
-from experiments.lenet_mnist import _plot, summary  # noqa: F401  (same report layout)
 
 NAME = "fashion_mnist"
 THRESHOLDS = (0.88, 0.90, 0.92)
@@ -26,27 +24,32 @@ THRESHOLDS = (0.88, 0.90, 0.92)
 
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, lr=2e-3, crop_pad=0, argv=None,
         verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results."""
     import optax
 
     from jigcnn import zoo
-    from jigcnn.data import load_fashion_mnist
+    from jigcnn.data import flip_crop, load_fashion_mnist, standardize
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    common.check_int("--epochs", epochs, 1)
+    common.check_int("--batch-size", batch_size, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_int("--crop-pad", crop_pad, 0)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     ddir = common.benchmark_data_dir(data_dir)
     xtr, ytr = load_fashion_mnist(ddir, "train")
     xte, yte = load_fashion_mnist(ddir, "test")
     if quick:
         xtr, ytr, xte, yte, epochs, batch_size = xtr[:256], ytr[:256], xte[:128], yte[:128], 1, 64
-    xtr, xte = common.standardize(np.asarray(xtr), np.asarray(xte))
+    xtr, xte = standardize(np.asarray(xtr), np.asarray(xte))
     model = zoo.thesis_fashion_cnn(head_activation=None)
     steps = epochs * (len(ytr) // batch_size)
     tx = optax.adam(optax.cosine_onecycle_schedule(steps, lr, pct_start=0.25))
     r, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs, batch_size=batch_size,
-                                   seed=seed, augment=common.flip_crop_augment(pad=crop_pad), thresholds=THRESHOLDS,
+                                   seed=seed, augment=flip_crop(pad=crop_pad), thresholds=THRESHOLDS,
                                    verbose=verbose)
-    plots = [_plot(out, info, "thesis CNN on Fashion-MNIST")]
+    plots = [common.plot_accuracy_curve(out, info, "thesis CNN on Fashion-MNIST")]
     results = {
         "experiment": NAME, "command": common.command_line(NAME, argv),
         "data": f"Fashion-MNIST {len(ytr)} train / {len(yte)} test ({ddir})", "real_data": True,
@@ -65,7 +68,13 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, l
     return results
 
 
+def summary(results: dict) -> str:
+    """The one-screen summary (``common.benchmark_summary``, the same layout as lenet_mnist)."""
+    return common.benchmark_summary(results)
+
+
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=64)

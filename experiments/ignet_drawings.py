@@ -2,6 +2,7 @@
 under both protocols, each figure beside its trivial baseline.
 
     PYTHONPATH=src python -m experiments.ignet_drawings [--out results/ignet_drawings] [--seed 0] [--quick]
+        [--protocols paper,grouped]
         [--data-dir STIRLING_FOLDER | --manifest CSV --target COLUMN]
 
 * Data: the synthetic stand-in (generated on first use, ``jigcnn.data.load_drawings``) unless
@@ -36,6 +37,7 @@ import numpy as np
 from experiments import common
 
 NAME = "ignet_drawings"
+PROTOCOLS = ("paper", "grouped")
 
 # The paper's classification targets (Sec. 5; "100% for age; age + who drew; age + who drew +
 # who is drawn; age category; age in months").
@@ -56,6 +58,7 @@ PUBLISHED = {
 
 
 def target_name(groups) -> str:
+    """The display name of a label-group combination, e.g. ``age + who_drew``."""
     return " + ".join(groups)
 
 
@@ -89,38 +92,25 @@ def _baselines(splits, y, task):
     return out
 
 
-def stratify_labels(y, fallback=None, k=5, validation_fraction=0.15):
-    """Class labels to stratify by: the target's when scikit-learn can (some class has at least as many
-    members as splits), else ``fallback`` (e.g. the age category), else None. Returns (labels, name)."""
-    need = max(k, int(round(1 / validation_fraction)))
-    for lab, name in ((y, "target"), (fallback, "age_category")):
-        if lab is not None and np.bincount(np.asarray(lab)).max() >= need:
-            return np.asarray(lab, np.int32), name
-    return None, "none"
-
-
 def run_task(images, y, source, *, task, protocol, n_outputs, cfg, seed, offset=0.0, strat_fallback=None):
     """One cross-validation (one target, one protocol); returns a dict with per-fold figures and baselines."""
-    import jax.numpy as jnp
     import optax
 
     from jigcnn import zoo
     from jigcnn.data import paper_preset
-    from jigcnn.train import PaperStopping, cross_validate, protocol_splits
+    from jigcnn.metrics import age_mape_metric
+    from jigcnn.train import PaperStopping, cross_validate
 
     clock = common.Clock()
-    if task == "regression":
-        def mape_abs(pred, target):  # MAPE on the ages themselves (targets are centred by `offset`)
-            return 100.0 * jnp.mean(jnp.abs(pred - target) / jnp.abs(target + offset))
-
-        loss, metrics, key_metric = "mae", (("mape", mape_abs), "mae"), "mape"
+    if task == "regression":  # MAPE on the ages themselves (targets are centred by `offset`)
+        loss, metrics, key_metric = "mae", (age_mape_metric(offset), "mae"), "mape"
         targets = (y - offset).astype(np.float32)[:, None]
         labels = None
     else:
         loss, metrics, key_metric = "softmax_cross_entropy", ("accuracy",), "accuracy"
         targets = y.astype(np.int32)
         labels = targets
-    labels, strat_name = stratify_labels(labels, strat_fallback if task != "regression" else None, cfg["k"],
+    labels, strat_name = common.stratify_labels(labels, strat_fallback if task != "regression" else None, cfg["k"],
                                          cfg["validation_fraction"])
     lr = cfg["lr_regression"] if task == "regression" else cfg["lr_classification"]
     with warnings.catch_warnings():
@@ -133,9 +123,7 @@ def run_task(images, y, source, *, task, protocol, n_outputs, cfg, seed, offset=
             stopping=PaperStopping(passes=cfg["passes"], tolerance=cfg["tolerance"]),
             validation_fraction=cfg["validation_fraction"], stratify=labels, seed=seed, progress=False,
             on_divergence="stop")
-        splits = protocol_splits(len(y), protocol=protocol, k=cfg["k"], factor=cfg["augment_factor"], labels=labels,
-                                 source=source, validation_fraction=cfg["validation_fraction"], seed=seed)
-    base = _baselines(splits, y, task)
+    base = _baselines(res.splits, y, task)  # the folds the net was trained and tested on
     folds = []
     for f, fd in enumerate(res.folds):
         m = fd["metrics"]
@@ -153,14 +141,16 @@ def run_task(images, y, source, *, task, protocol, n_outputs, cfg, seed, offset=
             "summary": summary, "folds": folds, "val_curves": curves, "wall_time_s": round(clock.s, 2)}
 
 
-def _plots(out, rows, task_curves, s, seed, real=False):
+def _plots(out, rows, task_curves, s, seed, real=False, protocols=PROTOCOLS):
     plt = common.matplotlib_pyplot()
     files = []
     rows = [r for r in rows if r["task"] == "classification"]
     names = [r["target"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 3.6))
     xs = np.arange(len(rows))
-    for j, (proto, col) in enumerate((("paper", "tab:red"), ("grouped", "tab:blue"))):
+    colours = {"paper": "tab:red", "grouped": "tab:blue"}
+    for j, proto in enumerate(p for p in PROTOCOLS if p in protocols):
+        col = colours[proto]
         vals = [r[proto]["summary"]["test"] if r["task"] == "classification" else np.nan for r in rows]
         base = [r[proto]["summary"]["baseline_test"] if r["task"] == "classification" else np.nan for r in rows]
         ax.bar(xs + (j - 0.5) * 0.38, vals, 0.36, color=col, label=f"{proto} protocol")
@@ -196,15 +186,18 @@ def _plots(out, rows, task_curves, s, seed, real=False):
 
 
 def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None, filters=4,
-        protocols=("paper", "grouped"), targets=None, lr_regression=0.003, lr_classification=0.01,
+        protocols=PROTOCOLS, targets=None, lr_regression=0.003, lr_classification=0.01,
         center_input=True, n_synthetic=338, passes=10, tolerance=7, regression=True, argv=None,
         verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plots, print the table; return the results."""
     from jigcnn.data import encode
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    protocols, targets = check_arguments(data_dir=data_dir, manifest=manifest, target=target, filters=filters,
+                                         protocols=protocols, targets=targets, lr_regression=lr_regression,
+                                         lr_classification=lr_classification, n_synthetic=n_synthetic,
+                                         passes=passes, tolerance=tolerance, regression=regression)
+    out = common.prepare_output(NAME, out, quick)
     cfg = {"net": "ignet_fig5", "filters": filters, "kernel": [5, 5], "W": [1.0, 10.0], "B": [0.0, 0.0],
            "bias": "frozen", "activation": "identity", "optimizer": "nesterov momentum 0.9",
            "lr_regression": lr_regression, "lr_classification": lr_classification,
@@ -224,8 +217,9 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
     # The tasks: (label, kind, y, n_outputs, groups)
     tasks = []
     if manifest is not None:
-        if target is None:
-            raise ValueError("--manifest needs --target COLUMN")
+        if target not in s.labels:
+            raise common.UserError(f"--target {target!r}: no such column in the manifest {manifest}; "
+                                   f"columns: {', '.join(sorted(s.labels))}")
         col = np.asarray(s.labels[target])
         if np.issubdtype(col.dtype, np.number) and not np.issubdtype(col.dtype, np.integer) or \
                 (np.issubdtype(col.dtype, np.integer) and len(np.unique(col)) > 20):
@@ -260,7 +254,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
                 task_curves.append((f"{label}, {proto}", r["val_curves"], "MAPE %"))
         rows.append(row)
 
-    plots = _plots(out, rows, task_curves, s, seed, real)
+    plots = _plots(out, rows, task_curves, s, seed, real, protocols)
     results = {
         "experiment": NAME,
         "command": common.command_line(NAME, argv),
@@ -278,7 +272,39 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
     return results
 
 
+def check_arguments(*, data_dir, manifest, target, filters, protocols, targets, lr_regression, lr_classification,
+                    n_synthetic, passes, tolerance, regression):
+    """Check ``run``'s arguments before any data is loaded; (protocols, targets) as tuples. Raises UserError."""
+    from jigcnn.data.labels import GROUP_ORDER
+
+    protocols = common.check_choices("--protocols", protocols, PROTOCOLS)
+    common.check_int("--filters", filters, 1)
+    common.check_int("--passes", passes, 1)
+    common.check_int("--tolerance", tolerance, 1)
+    common.check_int("n_synthetic", n_synthetic, 2)
+    common.check_float("--lr-regression", lr_regression, gt=0)
+    common.check_float("--lr-classification", lr_classification, gt=0)
+    common.check_dir("--data-dir", data_dir)
+    if manifest is not None:
+        if data_dir is not None:
+            raise common.UserError(f"--manifest {manifest!r} and --data-dir {data_dir!r}: give one of them")
+        if not pathlib.Path(manifest).is_file():
+            raise FileNotFoundError(f"--manifest {str(manifest)!r}: no such file")
+        if target is None:
+            raise common.UserError(f"--manifest {manifest!r} needs --target COLUMN (the column to learn)")
+        if targets is not None:
+            raise common.UserError("--targets names label groups of the drawings; with --manifest use --target")
+    elif target is not None:
+        raise common.UserError(f"--target {target!r} names a manifest column; it needs --manifest CSV")
+    if targets is not None:
+        targets = tuple(tuple(common.check_choices("--targets", g, GROUP_ORDER)) for g in targets)
+        if not targets and not regression:
+            raise common.UserError("--targets is empty and --no-regression is set: nothing to train")
+    return protocols, targets
+
+
 def headline(rows, protocols) -> dict:
+    """The published figures beside ours, one line each (for docs/results.md)."""
     parts = []
     for r in rows:
         if r["task"] == "regression" or r["target"] == "age_category":
@@ -292,6 +318,7 @@ def headline(rows, protocols) -> dict:
 
 
 def summary(results: dict) -> str:
+    """The one-screen table of a results dict: per target and protocol, the test figure beside its baseline."""
     rows = results["rows"]
     protocols = [p for p in ("paper", "grouped") if p in rows[0]]
     headers = ["target", "classes", "metric"]
@@ -322,13 +349,14 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--manifest", default=None, help="CSV manifest of any labelled folder (with --target)")
     p.add_argument("--target", default=None, help="manifest column to learn (numeric: regression)")
     p.add_argument("--filters", type=int, default=4, help="conv maps of the Fig. 5 net (the paper prints none)")
     p.add_argument("--lr-regression", type=float, default=0.003)
     p.add_argument("--lr-classification", type=float, default=0.01)
-    p.add_argument("--protocols", default="paper,grouped", help="comma-separated: paper, grouped")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), help=f"comma-separated: {', '.join(PROTOCOLS)}")
     p.add_argument("--no-center-input", action="store_true", help="feed the raw [0, 1] pixels")
     p.add_argument("--passes", type=int, default=10, help="max passes per fold (the paper: 10)")
     p.add_argument("--tolerance", type=int, default=7, help="consecutive validation degradations (the paper: 7)")
@@ -339,7 +367,7 @@ def main(argv=None) -> int:
     targets = None if a.targets is None else [tuple(t.split(",")) for t in a.targets.split(";") if t]
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, manifest=a.manifest, target=a.target,
         filters=a.filters, lr_regression=a.lr_regression, lr_classification=a.lr_classification,
-        protocols=tuple(a.protocols.split(",")), center_input=not a.no_center_input, passes=a.passes,
+        protocols=a.protocols, center_input=not a.no_center_input, passes=a.passes,
         tolerance=a.tolerance, targets=targets, regression=not a.no_regression, argv=argv)
     return 0
 

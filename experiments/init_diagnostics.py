@@ -12,9 +12,10 @@ frozen biases), regression of age in months with the MAE loss, on one grouped fo
 * ``fig4b``: W = (1, 10) -- the second layer's amplitude raised 10x (Eq. 1a predicts the first
   layer's dL/dw MAV grows ~10x);
 * ``calibrated``: W per layer rescaled until every layer's dL/dw MAV is in the paper's acceptable
-  band 0.01-0.1 (``jigcnn.diagnostics.calibrate_init`` when present, else the rule below).
+  band 0.01-0.1 (``jigcnn.diagnostics.calibrate_init``).
 
-For each: the MAV table after one forward + backward pass (input, N', W, dL/dz, dL/dw per layer),
+For each: the MAV table after one forward + backward pass (``jigcnn.diagnostics.diagnose``: input, N',
+W, dL/dz, dL/dw per layer; W and dL/dw over the connected kernel entries where a layer has a connection table),
 then training with Nesterov SGD (the same learning rate for all three) and the learning curves.
 The gradients are those of the batch-mean loss (batch 32): the paper does not say whether its MAVs
 were per sample or per batch, so the band is a guide for the orders of magnitude, not a threshold.
@@ -22,7 +23,6 @@ were per sample or per batch, so the band is a guide for the orders of magnitude
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 
@@ -32,47 +32,23 @@ NAME = "init_diagnostics"
 BAND = (0.01, 0.1)
 
 
-def calibrate(make_model, W, x, y, loss, *, key, band=BAND, iters=6):
-    """Rescale the Eq. 3 amplitudes W (one per layer) until every layer's dL/dw MAV is inside ``band``.
-
-    For a net with identity activations dL/dw of layer n scales with the product of the *other*
-    layers' amplitudes (Eqs. 1a, 5, 5a), so each step multiplies W of every layer by the geometric
-    mean of the corrections the other layers ask for (a damped fixed-point iteration).
-    """
-    import jax
-
-    target = float(np.sqrt(band[0] * band[1]))
-    W = np.asarray(W, np.float64)
-    history = []
-    for _ in range(iters):
-        m = make_model(tuple(W))
-        params, state = m.init(key)
-        rows = common.mav_table(m, params, state, x, y, loss)
-        g = np.array([r["dL_dw"] for r in rows])
-        history.append({"W": W.tolist(), "dL_dw": g.tolist()})
-        if np.all((g >= band[0]) & (g <= band[1])):
-            break
-        ratio = target / np.maximum(g, 1e-30)  # what each layer's gradient asks for
-        log_r = np.log(ratio)
-        n = len(W)
-        # layer n's gradient depends on the other layers' W: spread its correction over them
-        corr = np.array([np.sum(np.delete(log_r, i)) / max(n - 1, 1) for i in range(n)]) if n > 1 else log_r
-        W = W * np.exp(0.7 * corr)
-    del jax
-    return tuple(float(w) for w in W), history
-
-
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filters=4, argv=None,
         verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the tables; return the results."""
     import jax
     import optax
 
     from jigcnn import zoo
+    from jigcnn.diagnostics import calibrate_init, diagnose
+    from jigcnn.metrics import age_mape_metric
     from jigcnn.train import fit
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    common.check_int("--epochs", epochs, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_int("--filters", filters, 1)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     n, factor, batch = 338, 10, 32
     if quick:
         n, factor, epochs, filters, batch = 24, 2, 1, 2, 8
@@ -85,40 +61,29 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filte
     make = lambda W: zoo.ignet_fig5(1, filters=filters, W=W)  # noqa: E731
     key = jax.random.key(seed)
     xb, yb = xtr[:32], ytr[:32]
-    try:  # the library's calibrate_init (jigcnn.diagnostics), else the rule in this file
-        from jigcnn.diagnostics import calibrate_init
-
-        m0 = make((1.0, 1.0))
-        p0, s0 = m0.init(key)
-        cal = calibrate_init(m0, p0, s0, xb, yb, "mae", target=BAND)
-        W_cal = tuple(float(cal.amplitudes[n]) for n in m0.names if n in cal.amplitudes)
-        cal_hist = [dict(t) for t in cal.trajectory]
-        calib_source = f"jigcnn.diagnostics.calibrate_init (converged={cal.converged}, {cal.passes} passes)"
-    except ImportError:
-        calib_source = "experiments.init_diagnostics.calibrate"
-        W_cal, cal_hist = calibrate(make, (1.0, 1.0), xb, yb, "mae", key=key)
+    m0 = make((1.0, 1.0))
+    p0, s0 = m0.init(key)
+    cal = calibrate_init(m0, p0, s0, xb, yb, "mae", target=BAND)
+    W_cal = tuple(float(cal.amplitudes[n]) for n in m0.names if n in cal.amplitudes)
+    cal_hist = [dict(t) for t in cal.trajectory]
+    calib_source = f"jigcnn.diagnostics.calibrate_init (converged={cal.converged}, {cal.passes} passes)"
     configs = {"fig4a (W2 too small)": (1.0, 1.0), "fig4b (W2 x10)": (1.0, 10.0), "calibrated": W_cal}
 
-    def mape_abs(pred, target):
-        import jax.numpy as jnp
-
-        return 100.0 * jnp.mean(jnp.abs(pred - target) / jnp.abs(target + offset))
-
-    runs = {}
+    runs, first_layer_dLdw = {}, {}
     for label, W in configs.items():
         m = make(W)
         params, state = m.init(key)
-        mav = common.mav_table(m, params, state, xb, yb, "mae")
+        mav = diagnose(m, params, state, xb, yb, "mae")
         r = fit(m, params, state, optax.sgd(lr, momentum=0.9, nesterov=True), (xtr, ytr), (xte, yte), (xva, yva),
-                key=jax.random.fold_in(key, 1), loss="mae", metrics=(("mape", mape_abs),), epochs=epochs, batch_size=batch,
-                progress=False, on_divergence="stop")
-        mav_after = common.mav_table(m, r.params, r.state, xb, yb, "mae")
-        runs[label] = {"W": list(W), "mav_initial": mav, "mav_after_training": mav_after,
+                key=jax.random.fold_in(key, 1), loss="mae", metrics=(age_mape_metric(offset),), epochs=epochs,
+                batch_size=batch, progress=False, on_divergence="stop")
+        mav_after = diagnose(m, r.params, r.state, xb, yb, "mae")
+        first_layer_dLdw[label] = mav.rows[0].weight_grad_mav
+        runs[label] = {"W": list(W), "mav_initial": mav.to_dict(), "mav_after_training": mav_after.to_dict(),
                        "train_loss": r.history["train_loss"], "train_mape": r.history["train_mape"],
                        "test_mape": r.history["test_mape"], "val_mape": r.history["val_mape"],
                        "stopped_reason": r.stopped_reason, "final": r.metrics}
-    a, b = runs["fig4a (W2 too small)"], runs["fig4b (W2 x10)"]
-    ratio = b["mav_initial"][0]["dL_dw"] / max(a["mav_initial"][0]["dL_dw"], 1e-30)
+    ratio = first_layer_dLdw["fig4b (W2 x10)"] / max(first_layer_dLdw["fig4a (W2 too small)"], 1e-30)
     base = float(100 * np.mean(np.abs(yte[:, 0] - ytr[:, 0].mean()) / np.abs(yte[:, 0] + offset)))
 
     plt = common.matplotlib_pyplot()
@@ -158,9 +123,11 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=10, lr=0.003, filte
 
 
 def summary(results: dict) -> str:
+    """The one-screen summary: each initialisation's Fig. 4 table, the layer-1 ratio, the learning outcome."""
     lines = [common.banner("Fig. 4 diagnostic and calibrated initialisation", results["data"])]
     for label, r in results["runs"].items():
-        lines += [f"{label}: W = {[round(w, 4) for w in r['W']]}", common.mav_text(r["mav_initial"])]
+        lines += [f"{label}: W = {[round(w, 4) for w in r['W']]}",
+                  common.diagnostic_from_json(r["mav_initial"]).table()]
     lines.append(f"layer-1 dL/dw MAV, fig4b / fig4a = {results['first_layer_grad_ratio_fig4b_over_fig4a']:.2f} "
                  "(the paper: about 10)")
     rows = [[k, common.fmt(v["final"].get("train_mape") if "train_mape" in v["final"] else
@@ -174,6 +141,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.003)

@@ -22,7 +22,6 @@ net on the same data and protocol, with training times.
 
 from __future__ import annotations
 
-import pathlib
 import warnings
 
 import numpy as np
@@ -30,6 +29,8 @@ import numpy as np
 from experiments import common
 
 NAME = "keras_baseline"
+PROTOCOLS = ("paper", "grouped")
+K = 5  # folds of the protocols
 TABLE1 = (
     ("age_category", "age", "who_drew", "who_is_drawn"),
     ("age_category", "who_drew", "who_is_drawn"),
@@ -46,21 +47,26 @@ def _epoch_time(history) -> float | None:
     return float(np.mean(t[1:])) if len(t) > 1 else (float(t[0]) if t else None)
 
 
-def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "grouped"), folds=1, epochs=10,
+def run(out=None, data_dir=None, seed=0, quick=False, protocols=PROTOCOLS, folds=1, epochs=10,
         lr_ignet_reg=0.003, lr_ignet_cls=0.01, lr_keras=1e-3, argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json``, print the table; return the results."""
     import jax
     import optax
 
     from jigcnn import zoo
     from jigcnn.data import encode
+    from jigcnn.metrics import age_mape_metric
     from jigcnn.train import PaperStopping, fit
 
-    from experiments.ignet_drawings import stratify_labels
-
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
-    n, factor, k, batch, filters, kfilters, hidden = 338, 10, 5, 32, 4, (32, 64), 128
+    protocols = common.check_choices("--protocols", protocols, PROTOCOLS)
+    common.check_int("--folds", folds, 1, K)
+    common.check_int("--epochs", epochs, 1)
+    for arg, v in (("lr_ignet_reg", lr_ignet_reg), ("lr_ignet_cls", lr_ignet_cls), ("lr_keras", lr_keras)):
+        common.check_float(arg, v, gt=0)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
+    n, factor, k, batch, filters, kfilters, hidden = 338, 10, K, 32, 4, (32, 64), 128
     targets = (None,) + TABLE1
     if quick:
         n, factor, k, batch, filters, kfilters, hidden, epochs, folds = 24, 2, 2, 8, 2, (4, 4), 8, 1, 1
@@ -78,7 +84,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "group
         if not reg:
             idx, table = encode(s.labels, groups)
         for proto in protocols:
-            labels = None if reg else stratify_labels(idx, cat_idx, k)[0]
+            labels = None if reg else common.stratify_labels(idx, cat_idx, k)[0]
             row = {"target": label, "task": "regression" if reg else "classification", "protocol": proto,
                    "n_classes": None if reg else table.n_classes, "folds": []}
             for fold in range(folds):
@@ -87,9 +93,9 @@ def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "group
                     if reg and net == "keras":  # sigmoid output: targets scaled into (0.1, 0.9)
                         scale = (hi - lo) / 0.8
                         yt = ((y_age - lo) / scale + 0.1)[:, None]
-                        metric = ("mape", _scaled_mape(lo, scale))
+                        metric = age_mape_metric(lo - 0.1 * scale, scale)  # age = (y - 0.1) * scale + lo
                     elif reg:
-                        yt, metric = (y_age - offset)[:, None], common.age_mape_metric(offset)
+                        yt, metric = (y_age - offset)[:, None], age_mape_metric(offset)
                     else:
                         yt, metric = idx.astype(np.int32), "accuracy"
                     with warnings.catch_warnings():
@@ -162,18 +168,8 @@ def run(out=None, data_dir=None, seed=0, quick=False, protocols=("paper", "group
     return results
 
 
-def _scaled_mape(lo, scale):
-    def mape(pred, target):
-        import jax.numpy as jnp
-
-        age_p = (pred - 0.1) * scale + lo
-        age_t = (target - 0.1) * scale + lo
-        return 100.0 * jnp.mean(jnp.abs(age_p - age_t) / jnp.abs(age_t))
-
-    return mape
-
-
 def summary(results: dict) -> str:
+    """The one-screen table: per target and protocol, IgNet and Keras figures, baseline and times."""
     rows = []
     for r in results["rows"]:
         reg = r["task"] == "regression"
@@ -195,12 +191,13 @@ def summary(results: dict) -> str:
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
-    p.add_argument("--protocols", default="paper,grouped")
-    p.add_argument("--folds", type=int, default=1, help="how many of the 5 folds to train")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), help=f"comma-separated: {', '.join(PROTOCOLS)}")
+    p.add_argument("--folds", type=int, default=1, help=f"how many of the {K} folds to train")
     p.add_argument("--epochs", type=int, default=10, help="max passes per fold (paper: 10, tolerance 7)")
     a = p.parse_args(argv)
-    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, protocols=tuple(a.protocols.split(",")),
+    run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, protocols=a.protocols,
         folds=a.folds, epochs=a.epochs, argv=argv)
     return 0
 

@@ -13,7 +13,6 @@ evaluated on the 10,000 test images after every epoch. Time-to-98/98.5/99% is re
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 
@@ -25,26 +24,30 @@ THRESHOLDS = (0.98, 0.985, 0.99)
 
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=12, batch_size=128, lr=3e-3, argv=None,
         verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results."""
     import optax
 
     from jigcnn import zoo
-    from jigcnn.data import load_mnist
+    from jigcnn.data import load_mnist, standardize
 
     clock = common.Clock()
-    out = pathlib.Path(out or common.RESULTS_ROOT / NAME)
-    out.mkdir(parents=True, exist_ok=True)
+    common.check_int("--epochs", epochs, 1)
+    common.check_int("--batch-size", batch_size, 1)
+    common.check_float("--lr", lr, gt=0)
+    common.check_dir("--data-dir", data_dir)
+    out = common.prepare_output(NAME, out, quick)
     ddir = common.benchmark_data_dir(data_dir)
     xtr, ytr = load_mnist(ddir, "train")
     xte, yte = load_mnist(ddir, "test")
     if quick:
         xtr, ytr, xte, yte, epochs, batch_size = xtr[:512], ytr[:512], xte[:256], yte[:256], 1, 64
-    xtr, xte = common.standardize(np.asarray(xtr), np.asarray(xte))
+    xtr, xte = standardize(np.asarray(xtr), np.asarray(xte))
     model = zoo.lenet5(head_activation=None)
     steps = epochs * (len(ytr) // batch_size)
     tx = optax.adam(optax.cosine_onecycle_schedule(steps, lr, pct_start=0.2))
     r, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs, batch_size=batch_size,
                                    seed=seed, thresholds=THRESHOLDS, verbose=verbose)
-    plots = [_plot(out, info, "LeNet-5 on MNIST")]
+    plots = [common.plot_accuracy_curve(out, info, "LeNet-5 on MNIST")]
     results = {
         "experiment": NAME, "command": common.command_line(NAME, argv),
         "data": f"MNIST {len(ytr)} train / {len(yte)} test ({ddir})", "real_data": True,
@@ -63,32 +66,13 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=12, batch_size=128,
     return results
 
 
-def _plot(out, info, title):
-    plt = common.matplotlib_pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(np.array(info["curve"]["wall_time"]) / 60, info["curve"]["test_accuracy"], marker="o")
-    ax.set_xlabel("wall time (min)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    return common.save_fig(fig, pathlib.Path(out) / "test_accuracy.png")
-
-
 def summary(results: dict) -> str:
-    tt = results["time_to"]
-    rows = [[k, "-" if v is None else v["epoch"], "-" if v is None else f"{v['wall_time_s']:.0f}"] for k, v in tt.items()]
-    return "\n".join([
-        common.banner(f"{results['experiment']}: {results['config'].get('net')}", results["data"]),
-        f"final test accuracy {100 * (results['test_accuracy'] or 0):.2f}% (best {100 * (results['best_test_accuracy'] or 0):.2f}%)"
-        f" after {results['epochs']} epochs, training wall time {results['train_wall_time_s']:.0f} s;"
-        f" params {results['params']}",
-        common.table(rows, ["test accuracy >=", "epoch", "wall s"]),
-        f"published: {results['headline']['published']}",
-        f"total wall time {results['wall_time_s']:.0f} s, load {results['environment']['load_average_1_5_15']}, "
-        f"{results['environment'].get('cpu_count')} CPUs ({results['environment'].get('jax_backend')})"])
+    """The one-screen summary (``common.benchmark_summary``)."""
+    return common.benchmark_summary(results)
 
 
 def main(argv=None) -> int:
+    """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)

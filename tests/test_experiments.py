@@ -146,3 +146,178 @@ def test_run_program_retains_freed_memory_and_exits_with_mains_status():
     finally:
         allocator.restore_defaults()
     assert common.environment()["malloc_retains_freed_memory"] is False
+
+
+# ---------------------------------------------------------------- output folders, early argument checks, user errors
+
+
+def test_default_out_keeps_quick_runs_out_of_results():
+    from experiments import common
+
+    assert common.default_out("ignet_drawings") == common.RESULTS_ROOT / "ignet_drawings"
+    assert common.default_out("ignet_drawings", quick=True) == common.RUNS_ROOT / "ignet_drawings-quick"
+    assert common.RUNS_ROOT != common.RESULTS_ROOT and common.RUNS_ROOT.name == "runs"
+    assert common.default_out("x", quick=True, out="elsewhere") == pathlib.Path("elsewhere")
+    assert common.default_out("x", quick=False, out="/tmp/y") == pathlib.Path("/tmp/y")
+    assert common.base_parser("x", "d").parse_args(["--quick"]).out is None  # resolved by run, not by argparse
+    # runs/ is git-ignored, so a quick run leaves the working tree clean
+    assert "runs/" in (ROOT / ".gitignore").read_text().split()
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_quick_run_without_out_leaves_the_committed_results_unchanged(tmp_path, monkeypatch, synth_cache):
+    from experiments import common, init_diagnostics
+
+    committed = common.RESULTS_ROOT / "init_diagnostics"
+    before = _snapshot(committed)
+    monkeypatch.setattr(common, "RUNS_ROOT", tmp_path / "runs")  # where runs/ would be, kept out of the repo
+    assert init_diagnostics.main(["--quick"]) == 0
+    assert _snapshot(committed) == before
+    data = json.loads((tmp_path / "runs" / "init_diagnostics-quick" / "results.json").read_text())
+    assert data["config"]["quick"] is True and data["experiment"] == "init_diagnostics"
+
+
+def test_typo_in_protocols_fails_within_seconds_naming_it_and_the_choices(tmp_path, capsys):
+    import time
+
+    from experiments import common, ignet_drawings
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError) as e:
+        ignet_drawings.main(["--protocols", "paper,groupd", "--out", str(tmp_path / "o")])
+    assert time.perf_counter() - t0 < 5
+    msg = str(e.value)
+    assert "--protocols" in msg and "'groupd'" in msg and "paper, grouped" in msg
+    assert not (tmp_path / "o" / "results.json").exists()
+    # as a program: one line, status 2, no traceback
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_program(lambda: ignet_drawings.main(["--protocols", "paper,groupd", "--out", str(tmp_path / "o")]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --protocols") and "groupd" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, argv, needle", [
+    ("ignet_drawings", ["--targets", "age,whodrew"], "--targets: unknown 'whodrew'"),
+    ("ignet_drawings", ["--target", "age"], "--target 'age'"),
+    ("ignet_drawings", ["--manifest", "/no/such.csv", "--target", "age"], "--manifest '/no/such.csv'"),
+    ("ignet_drawings", ["--data-dir", "/no/such/folder"], "--data-dir '/no/such/folder'"),
+    ("ignet_drawings", ["--passes", "0"], "--passes: must be >= 1, got 0"),
+    ("keras_baseline", ["--protocols", "grouped,paperr"], "'paperr'; valid choices: paper, grouped"),
+    ("keras_baseline", ["--folds", "6"], "--folds: must be between 1 and 5, got 6"),
+    ("depth_freezeconnect", ["--depths", "1,x"], "--depths: 'x' is not an integer"),
+    ("depth_freezeconnect", ["--rate", "1.0"], "--rate: must be a finite number >= 0, < 1, got 1.0"),
+    ("activations", ["--lr", "-0.1"], "--lr: must be a finite number > 0, got -0.1"),
+    ("init_diagnostics", ["--filters", "0"], "--filters: must be >= 1, got 0"),
+    ("lenet_mnist", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
+    ("fashion_mnist", ["--crop-pad", "-1"], "--crop-pad: must be >= 0, got -1"),
+    ("cifar10", ["--nets", "vgg"], "--nets: unknown 'vgg'; valid choices: vgg_small, thesis_cifar_cnn"),
+    ("cifar10", ["--label-smoothing", "1"], "--label-smoothing"),
+])
+def test_bad_arguments_fail_before_any_data_or_training(name, argv, needle, tmp_path):
+    mod = importlib.import_module(f"experiments.{name}")
+    from experiments import common
+
+    with pytest.raises(common.USER_ERRORS) as e:  # UserError (a ValueError), FileNotFoundError, NotADirectoryError
+        mod.main([*argv, "--out", str(tmp_path / "o")])
+    assert needle in str(e.value)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_missing_folders_are_user_errors_not_value_errors(tmp_path):
+    from experiments import common
+
+    with pytest.raises(FileNotFoundError, match="--data-dir '/no/such'"):
+        common.check_dir("--data-dir", "/no/such")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        common.check_dir("--data-dir", tmp_path / "f")
+    assert common.check_dir("--data-dir", tmp_path) == str(tmp_path) and common.check_dir("--data-dir", None) is None
+
+
+def test_unwritable_out_fails_before_training(tmp_path):
+    import time
+
+    from experiments import activations, common
+
+    (tmp_path / "a_file").write_text("not a folder")
+    bad = tmp_path / "a_file" / "out"
+    t0 = time.perf_counter()
+    with pytest.raises(OSError) as e:  # OutputPathError: a UserError (ValueError) and an OSError
+        activations.main(["--quick", "--out", str(bad)])
+    assert time.perf_counter() - t0 < 5
+    assert isinstance(e.value, ValueError) and f"--out {str(bad)!r}" in str(e.value)
+    ok = common.prepare_output("x", tmp_path / "new" / "deep")
+    assert ok.is_dir() and list(ok.iterdir()) == []  # the probe file is gone
+
+
+def test_run_program_keeps_the_traceback_for_bugs(capsys):
+    from experiments import common
+    from jigcnn import allocator
+
+    try:
+        with pytest.raises(ZeroDivisionError):
+            common.run_program(lambda: 1 // 0)
+        with pytest.raises(SystemExit) as exit_info:  # argparse's own errors: status 2 with a usage line
+            common.run_program(lambda: common.base_parser("x", "d").parse_args(["--seed", "one"]))
+        assert exit_info.value.code == 2
+        assert "invalid int value: 'one'" in capsys.readouterr().err
+    finally:
+        if allocator.available():
+            allocator.restore_defaults()
+
+
+def test_check_helpers_name_the_argument_value_and_rule():
+    from experiments import common
+
+    assert common.check_int("--k", 3, 1, 5) == 3
+    with pytest.raises(ValueError, match=r"--k: expected an integer, got 2\.5"):
+        common.check_int("--k", 2.5)
+    with pytest.raises(ValueError, match="--k: expected an integer, got True"):
+        common.check_int("--k", True)
+    assert common.check_float("--lr", "0.5", gt=0) == 0.5
+    with pytest.raises(ValueError, match="--lr: must be a finite number > 0, got nan"):
+        common.check_float("--lr", float("nan"), gt=0)
+    assert common.check_choices("--p", "b, a", ("a", "b")) == ("b", "a")
+    with pytest.raises(ValueError, match="--p: give at least one of a, b"):
+        common.check_choices("--p", "", ("a", "b"))
+    with pytest.raises(ValueError, match="names a value twice"):
+        common.check_choices("--p", "a,a", ("a", "b"))
+
+
+def test_no_experiment_imports_another_experiment():
+    import ast
+
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module] + ([f"{node.module}.{a.name}" for a in node.names]
+                                        if node.module == "experiments" else [])
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for m in mods:
+                if m.startswith("experiments."):
+                    assert m == "experiments.common", f"{path.name} imports {m}: share it through common or jigcnn"
+
+
+def test_diagnostic_from_json_reads_new_and_old_results():
+    import math
+
+    from experiments import common
+    from jigcnn.diagnostics import Diagnostic, LayerRow
+
+    d = Diagnostic((LayerRow("conv1", "Conv2D", 1.0, 0.5, 0.25, 0.125, 2.0),
+                    LayerRow("head", "Activation", 3.0, 0.1, math.nan, 0.2, math.nan)), 7.5)
+    back = common.diagnostic_from_json(json.loads(json.dumps(common._jsonable(d.to_dict()))))
+    assert back.rows[0] == d.rows[0] and back.loss == 7.5 and math.isnan(back["head"].weight_mav)
+    old = [{"layer": "conv1", "input": 1.0, "act_deriv": 0.5, "saturated": 0.0, "weights": 0.25, "dL_dz": 0.125,
+            "dL_dw": 2.0}]
+    assert common.diagnostic_from_json(old)["conv1"].weight_grad_mav == 2.0
