@@ -18,6 +18,7 @@ dict of arrays (``kernel``, ``bias``, ``scale``, ``offset``, ``alpha``).
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Union
 
@@ -136,6 +137,20 @@ def check_rate(rate, name: str = "rate") -> float:
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"{name} must be in [0, 1) (the probability of masking an element), got {rate}")
     return rate
+
+
+def check_learning_rate(value, name: str = "learning_rate", who: str = "optimizer") -> None:
+    """A ``jigcnn.errors.UserError`` (ValueError) naming ``name`` unless ``value`` is > 0 and finite, or a schedule."""
+    from jigcnn.errors import UserError
+
+    at = f"{who}: " if who else ""
+    if callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"{at}{name} must be a number > 0 or an optax schedule, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{at}{name} must be a finite number > 0, got {value!r}"
+                        + (" (a negative learning rate trains uphill)" if value < 0 else ""))
 
 
 def resolve_rates(rate: Rate, where: Where, tree):

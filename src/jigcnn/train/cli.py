@@ -1,16 +1,27 @@
-"""`python -m jigcnn.train`: train a zoo net on a named data set, with per-epoch checkpoints and --resume."""
+"""`python -m jigcnn.train`: train a zoo net on a named data set, with per-epoch checkpoints and --resume.
+
+Every argument and output path is checked before the data is loaded (numbers, the optimizer,
+--out and --checkpoint-dir writable, a checkpoint there refused without --resume or
+--overwrite, --resume refused where there is no checkpoint); the data, labels and shapes are
+checked by ``fit`` before its first step. A user error prints one ``error: ...`` line and
+exits with status 2 (a diverged run: status 1); anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
 
 from jigcnn.atomic import write_text_atomic
+from jigcnn.errors import UserError
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits", "drawings")
+PROG = "python -m jigcnn.train"
+OWN_SETTINGS_NETS = ("ignet_fig5", "ignet_deep", "keras_drawings_net")
 
 
 def load_dataset(name: str, data_dir=None, seed: int = 0):
@@ -34,58 +45,148 @@ def load_dataset(name: str, data_dir=None, seed: int = 0):
         cut = int(0.8 * len(idx))
         tr, te = order[:cut], order[cut:]
         return (ds.images[tr], idx[tr]), (ds.images[te], idx[te]), table.n_classes
-    raise ValueError(f"--data must be one of {', '.join(DATASETS)}, got {name!r}")
+    raise UserError(f"--data must be one of {', '.join(DATASETS)}, got {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     from jigcnn.zoo import ZOO
 
-    p = argparse.ArgumentParser(prog="python -m jigcnn.train", description=__doc__)
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--net", default="lenet5", choices=sorted(ZOO), help="a jigcnn.zoo net (default: lenet5)")
     p.add_argument("--data", default="mnist", choices=DATASETS, help="data set (default: mnist)")
     p.add_argument("--data-dir", default=None, help="data directory (default: $JIGCNN_DATA)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
-    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default: 32, the paper's)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs, >= 1 (default: 10)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="mini-batch size, 1 to the training set's size (default: 32, the paper's)")
     p.add_argument("--optimizer", default="adam", help="sgd, momentum, nesterov, adam, adagrad, rmsprop (default: adam)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate, > 0 (default: 1e-3)")
     p.add_argument("--grad", default="autodiff", choices=("autodiff", "manual"), help="gradient method (default: autodiff)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
-    p.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after every epoch here")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="write a checkpoint after every epoch here (a folder already holding one is refused "
+                        "without --resume or --overwrite)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint-dir's checkpoint (refused when there is none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint already in --checkpoint-dir (it is removed when training starts)")
     p.add_argument("--out", default=None, help="write the final metrics and history as JSON here")
     return p
 
 
-def main(argv=None) -> int:
-    """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def check_args(args) -> None:
+    """Every check that needs no data, before the data is loaded; a UserError naming the argument."""
+    from jigcnn.optim import optimizer_hyperparameters
+    from jigcnn.train import checkpoint as ckpt
+    from jigcnn.train import validate
+
+    validate.check_positive_int(args.epochs, "--epochs", "")
+    validate.check_positive_int(args.batch_size, "--batch-size", "")
+    validate.check_learning_rate(args.lr, "--lr", "")
+    try:
+        optimizer_hyperparameters(args.optimizer)
+    except ValueError as e:
+        raise UserError(f"--optimizer: {e}") from None
+    if args.net in OWN_SETTINGS_NETS:
+        raise UserError(f"--net {args.net} needs its own settings; use the experiments for the IgNet nets")
     if args.resume and not args.checkpoint_dir:
-        print("error: --resume needs --checkpoint-dir", file=sys.stderr)
-        return 2
+        raise UserError("--resume needs --checkpoint-dir")
+    if args.overwrite and not args.checkpoint_dir:
+        raise UserError("--overwrite needs --checkpoint-dir")
+    if args.overwrite and args.resume:
+        raise UserError("--resume and --overwrite contradict each other: continue the checkpoint or replace it")
+    if args.out:
+        validate.check_writable_file(args.out, "--out")
+    if not args.checkpoint_dir:
+        return
+    folder = args.checkpoint_dir
+    validate.check_writable_dir(folder, "--checkpoint-dir")
+    latest = os.path.join(folder, ckpt.CHECKPOINT_NAME)
+    prev = ckpt.previous_path(latest)
+    if args.resume:
+        if not os.path.exists(latest) and not os.path.exists(prev):
+            what = "does not exist" if not os.path.exists(folder) else f"holds no checkpoint ({latest})"
+            raise UserError(f"--resume: --checkpoint-dir {folder} {what}; nothing to resume (check the folder's "
+                            f"name, or drop --resume to start a new run)")
+        errors = []
+        for p in (latest, prev):
+            if os.path.exists(p):
+                try:
+                    ckpt.read_header(p)
+                    return
+                except ckpt.CheckpointError as e:
+                    errors.append(str(e))
+        raise UserError("--resume: no readable checkpoint in --checkpoint-dir: " + "; ".join(errors))
+    if os.path.exists(latest) and not args.overwrite:
+        try:
+            what = f"epoch {ckpt.read_header(latest)['meta'].get('epoch')}"
+        except (ckpt.CheckpointError, KeyError, TypeError):
+            what = "unreadable"
+        raise UserError(f"--checkpoint-dir {folder} already holds a checkpoint ({latest}, {what}); refusing to "
+                        f"overwrite it: add --resume to continue it, --overwrite to replace it, or choose "
+                        f"another folder")
+
+
+def _user_error_types() -> tuple[type, ...]:
+    """The exceptions printed as one line: the project's UserError and the data loaders' DataError."""
+    types: list[type] = [UserError]
+    try:
+        from jigcnn.data.images import DataError
+
+        types.append(DataError)
+    except ImportError:  # pragma: no cover - data is part of the package
+        pass
+    return tuple(types)
+
+
+def run(args) -> int:
+    """Train as ``args`` say (already checked by :func:`check_args`); returns the exit status."""
     import jax
 
     from jigcnn.compile_cache import enable as enable_cache
     from jigcnn.optim import make_optimizer
+    from jigcnn.train import checkpoint as ckpt
     from jigcnn.train import fit
     from jigcnn.zoo import ZOO
 
     if not jax.config.jax_compilation_cache_dir:  # leave a cache set up by the caller (e.g. the tests) alone
         enable_cache()
     train, test, classes = load_dataset(args.data, args.data_dir, args.seed)
-    model = ZOO[args.net](input_shape=tuple(train[0].shape[1:]), classes=classes, head_activation=None) \
-        if args.net not in ("ignet_fig5", "ignet_deep", "keras_drawings_net") else None
-    if model is None:
-        print(f"error: --net {args.net} needs its own settings; use the experiments for the IgNet nets", file=sys.stderr)
-        return 2
+    model = ZOO[args.net](input_shape=tuple(train[0].shape[1:]), classes=classes, head_activation=None)
     params, state = model.init(jax.random.key(args.seed))
     optimizer = make_optimizer({"name": args.optimizer, "learning_rate": args.lr})
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "out", "checkpoint_dir", "data_dir", "epochs")}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("resume", "overwrite", "out", "checkpoint_dir", "data_dir", "epochs")}
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir and args.overwrite:
+        checkpoint_dir = ckpt.overwrite(checkpoint_dir)
     result = fit(model, params, state, optimizer, train, test, epochs=args.epochs, batch_size=args.batch_size,
                  key=jax.random.key(args.seed + 1), loss="softmax_cross_entropy", metrics=("accuracy",),
-                 checkpoint_dir=args.checkpoint_dir, resume=args.resume, grad_method=args.grad, config=config)
+                 checkpoint_dir=checkpoint_dir, resume=args.resume, grad_method=args.grad, config=config)
     print(f"{result.stopped_reason}; " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
     if args.out:
-        write_text_atomic(args.out, json.dumps({"config": config, "metrics": result.metrics,
-                                                "history": result.history.to_dict()}, indent=2))
+        try:
+            write_text_atomic(args.out, json.dumps({"config": config, "metrics": result.metrics,
+                                                    "history": result.history.to_dict()}, indent=2))
+        except OSError as e:
+            where = f"; the checkpoint {args.checkpoint_dir} holds the trained state" if args.checkpoint_dir else ""
+            raise UserError(f"could not write --out {args.out}: {e.strerror or e}{where}") from None
     return 0
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0, 1: training diverged, 2: a user error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        return run(args)
+    except _user_error_types() as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        from jigcnn.train.loop import DivergenceError
+
+        if not isinstance(e, DivergenceError):
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)  # it names the epoch, step and layers
+        return 1

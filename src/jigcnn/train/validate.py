@@ -31,24 +31,24 @@ SUM_TOLERANCE = 1e-3
 # ---------------------------------------------------------------- numbers
 
 
+def _at(who: str) -> str:
+    return f"{who}: " if who else ""
+
+
 def check_positive_int(value, name: str, who: str = "fit") -> int:
     """``value`` as an int; a UserError naming ``name`` unless it is a whole number >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UserError(f"{who}: {name} must be a whole number >= 1, got {value!r}")
+        raise UserError(f"{_at(who)}{name} must be a whole number >= 1, got {value!r}")
     if value < 1:
-        raise UserError(f"{who}: {name} must be >= 1, got {value}")
+        raise UserError(f"{_at(who)}{name} must be >= 1, got {value}")
     return int(value)
 
 
 def check_learning_rate(value, name: str = "learning_rate", who: str = "optimizer") -> None:
     """A UserError naming ``name`` unless ``value`` is a finite number > 0 (or a callable schedule)."""
-    if callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise UserError(f"{who}: {name} must be a number > 0 or an optax schedule, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise UserError(f"{who}: {name} must be a finite number > 0, got {value!r}"
-                        + (" (a negative rate trains uphill)" if value < 0 else ""))
+    from jigcnn.optim.select import check_learning_rate as check
+
+    check(value, name, who)
 
 
 # ---------------------------------------------------------------- data
@@ -369,7 +369,7 @@ def check_fit_inputs(model, train, test=None, validation=None, *, loss, batch_si
         check_data(model, part, name, loss=loss, who=who, shapes=shapes)
     if n_train is not None and n_train >= 1 and batch_size > n_train:
         raise UserError(f"{who}: batch_size {batch_size} is larger than the {n_train} training samples "
-                        f"(pass batch_size <= {n_train}; the partial last batch is dropped)")
+                        f"(pass batch_size <= {n_train}: an epoch runs full mini-batches only)")
     check_checkpoint_dir(checkpoint_dir, resume=bool(resume), who=who)
 
 
