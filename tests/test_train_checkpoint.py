@@ -124,3 +124,124 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(tmp_path):
     assert got["history"] == ref["history"]
     assert got["metrics"] == ref["metrics"]
     assert got["params"] == ref["params"]
+
+
+# ---------------------------------------------------------------- damaged files, generations, temp files
+
+
+def _save_two(folder):
+    """A checkpoint of epoch 2 whose previous generation is epoch 1; returns (latest, previous)."""
+    path = folder / ckpt.CHECKPOINT_NAME
+    tree = {"w": np.arange(4096, dtype=np.float32)}
+    ckpt.save(path, tree, {"epoch": 1})
+    ckpt.save(path, {"w": tree["w"] + 1}, {"epoch": 2})
+    return path, pathlib.Path(ckpt.previous_path(path))
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(b"this is not a checkpoint\n" * 40)
+    elif how == "bit-flipped":  # the middle of the 16 KiB array's data: only the CRC can tell
+        i = len(data) // 2
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:])
+
+
+LIKE = {"w": np.zeros(4096, np.float32)}
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "bit-flipped"])
+def test_a_damaged_checkpoint_is_an_error_naming_its_path(tmp_path, how):
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    ckpt.save(path, {"w": np.arange(4096, dtype=np.float32)}, {"epoch": 1})
+    _damage(path, how)
+    with pytest.raises(ckpt.CheckpointCorrupt, match=f"checkpoint {path} is (unreadable|empty|corrupt)"):
+        ckpt.load(path, LIKE)
+    if how != "bit-flipped":  # the header member is intact after a flip in the array data
+        with pytest.raises(ckpt.CheckpointCorrupt, match=str(path)):
+            ckpt.read_header(path)
+    assert issubclass(ckpt.CheckpointCorrupt, ValueError)
+
+
+def test_the_previous_generation_is_kept_and_a_corrupt_latest_falls_back_to_it(tmp_path):
+    path, prev = _save_two(tmp_path)
+    assert ckpt.read_header(prev)["meta"]["epoch"] == 1 and ckpt.read_header(path)["meta"]["epoch"] == 2
+    _damage(path, "truncated")
+    with pytest.warns(UserWarning, match=rf"checkpoint {path} is unreadable.*resuming from the previous checkpoint "
+                                         rf"{prev} \(epoch 1\); the corrupt file is kept as .*checkpoint\.corrupt\.npz"):
+        tree, meta = ckpt.load(path, LIKE)
+    assert meta["epoch"] == 1 and float(tree["w"][1]) == 1.0
+    assert not path.exists() and (tmp_path / "checkpoint.corrupt.npz").exists()
+    # the next save does not turn the corrupt file into the previous generation
+    ckpt.save(path, {"w": np.zeros(4096, np.float32)}, {"epoch": 2})
+    assert ckpt.read_header(prev)["meta"]["epoch"] == 1
+
+
+def test_both_generations_damaged_names_both(tmp_path):
+    path, prev = _save_two(tmp_path)
+    _damage(path, "garbage")
+    _damage(prev, "empty")
+    with pytest.raises(ckpt.CheckpointCorrupt, match=rf"{path} is unreadable.*previous generation is unreadable too: "
+                                                     rf"checkpoint {prev} is empty"):
+        ckpt.load(path, LIKE)
+    assert path.exists()  # nothing moved aside when nothing could be loaded
+
+
+def test_a_corrupt_latest_is_not_kept_as_the_previous_generation(tmp_path):
+    path, prev = _save_two(tmp_path)
+    _damage(path, "bit-flipped")
+    with pytest.warns(UserWarning, match=rf"{path} is corrupt: member 'leaf_0.npy' fails its CRC check; not keeping it"):
+        ckpt.save(path, {"w": np.zeros(4096, np.float32)}, {"epoch": 3})
+    assert ckpt.read_header(prev)["meta"]["epoch"] == 1
+
+
+def test_fit_resumes_from_the_previous_generation_when_the_latest_is_truncated(tmp_path):
+    x, y = tiny_data()
+    tr, te, _ = split(x, y)
+    m = tiny_model()
+    p, s = m.init(jax.random.key(0))
+    kw = dict(key=jax.random.key(1), loss=LOSS, progress=False)
+    full = fit(m, p, s, optax.sgd(0.05), tr, te, epochs=3, **kw)
+    fit(m, p, s, optax.sgd(0.05), tr, te, epochs=2, checkpoint_dir=tmp_path, **kw)
+    _damage(tmp_path / ckpt.CHECKPOINT_NAME, "truncated")
+    with pytest.warns(UserWarning, match=r"resuming from the previous checkpoint .*checkpoint\.prev\.npz \(epoch 1\)"):
+        resumed = fit(m, p, s, optax.sgd(0.05), tr, te, epochs=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert resumed.history.metrics() == full.history.metrics()
+
+
+def test_stale_temp_files_of_a_killed_save_are_removed_at_the_next_save_and_load(tmp_path):
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    stale = [tmp_path / ".checkpoint.k1ll3d.tmp.npz", tmp_path / ".checkpoint.prev.x7.tmp.npz"]
+    other = [tmp_path / ".results.abc.tmp.json", tmp_path / "notes.txt"]
+    for f in stale + other:
+        f.write_bytes(b"half written")
+    ckpt.save(path, {"w": np.zeros(3)}, {"epoch": 1})
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in other)
+    stale[0].write_bytes(b"half written")
+    ckpt.load(path, {"w": np.zeros(3)})
+    assert not stale[0].exists() and all(f.exists() for f in other)
+
+
+def test_a_failed_write_names_the_checkpoint_and_leaves_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    import jigcnn.atomic
+
+    path = tmp_path / ckpt.CHECKPOINT_NAME
+    ckpt.save(path, {"w": np.zeros(3)}, {"epoch": 1})
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jigcnn.atomic.os, "fsync", full)
+    with pytest.raises(ckpt.CheckpointWriteError, match=rf"could not write checkpoint {path}: No space left on device"):
+        ckpt.save(path, {"w": np.ones(3)}, {"epoch": 2})
+    assert issubclass(ckpt.CheckpointWriteError, OSError)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert ckpt.stale_temps(path) == []
