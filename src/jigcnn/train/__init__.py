@@ -2,6 +2,11 @@
 
 The names below are imported from their modules on first use (PEP 562), so a script that needs
 only ``make_train_step`` does not load the loop, the k-fold protocols or the sharding helpers.
+
+Layering (every import of a module, also inside functions, points down this list; no cycles):
+``step`` -> ``stopping`` -> ``epochs`` (history, divergence, the per-epoch bookkeeping of every
+run) -> ``parallel`` (mesh helpers, vmapped folds) -> ``loop`` (``fit``) -> ``cv``; ``inputs``
+(argument normalisation) and ``checkpoint`` sit below them all, ``validate`` below ``loop`` and ``cv``.
 """
 
 import importlib
@@ -10,17 +15,16 @@ _MODULE_OF = {
     "CheckpointMismatch": "checkpoint",
     "PROTOCOLS": "cv",
     "CVResult": "cv",
-    "as_augment": "cv",
+    "as_augment": "inputs",
     "ProtocolSplits": "cv",
     "cross_validate": "cv",
     "expand_dataset": "cv",
     "kfold_indices": "cv",
     "protocol_splits": "cv",
     "split_validation": "cv",
-    "DivergenceError": "loop",
+    "DivergenceError": "epochs",
+    "History": "epochs",
     "FitResult": "loop",
-    "History": "loop",
-    "default_monitor": "loop",
     "fit": "loop",
     "FoldsResult": "parallel",
     "batch_sharding": "parallel",
@@ -44,6 +48,7 @@ _MODULE_OF = {
     "Decision": "stopping",
     "PaperStopping": "stopping",
     "Patience": "stopping",
+    "default_monitor": "stopping",
 }
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jigcnn.train import validate
+from jigcnn.train.inputs import as_augment
 
 PROTOCOLS = ("paper", "grouped")
 
@@ -228,19 +229,6 @@ def protocol_splits(n: int, *, protocol: str, k: int = 5, factor: int = 10, labe
         tr_rows = np.sort(np.concatenate([tr + c * n for c in range(factor)]))
         out.append((tr_rows, rest[b]))
     return ProtocolSplits(protocol, n, factor, val, out, src)
-
-
-def as_augment(augment) -> Callable | None:
-    """``augment(key, images) -> images`` from a callable, a ``jigcnn.data.augment.AugmentConfig`` or None."""
-    if augment is None or callable(augment):
-        return augment
-    try:
-        from jigcnn.data.augment import AugmentConfig, augment_batch
-    except ImportError:  # pragma: no cover - data is part of the package
-        AugmentConfig = None
-    if AugmentConfig is not None and isinstance(augment, AugmentConfig):
-        return lambda key, images: augment_batch(key, images, augment)
-    raise TypeError(f"augment must be a callable augment(key, images) or an AugmentConfig, got {augment!r}")
 
 
 def expand_dataset(key, images, factor: int, augment: Callable | None = None):

@@ -1,12 +1,16 @@
-"""The epoch loop: shuffled mini-batches, evaluation, history, progress bar, divergence, checkpoints."""
+"""The epoch loop: shuffled mini-batches, evaluation, progress bar, checkpoints and resume.
+
+What happens after each epoch (history record, divergence, stopping, restore-best, diagnostic,
+checkpoint contents) is :func:`jigcnn.train.epochs.after_epoch`, shared with
+:func:`jigcnn.train.fit_folds_vmapped`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,50 +21,13 @@ from jigcnn import allocator
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train import validate
+from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules, History,  # noqa: F401
+                                 after_epoch, check_on_divergence, new_run, progress_bar, resume_run)
+from jigcnn.train.inputs import as_augment
 from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
-from jigcnn.train.stopping import PaperStopping, Patience, resolve_epochs_and_monitor  # noqa: F401
+from jigcnn.train.stopping import (PaperStopping, Patience, default_monitor,  # noqa: F401
+                                   resolve_epochs_and_monitor)
 from jigcnn.xla_options import resolve_compiler_options
-
-
-class History:
-    """Per-epoch records (dicts of floats: epoch, train_/test_/val_ metrics, time, wall_time).
-
-    ``history["val_loss"]`` is the list of that metric over the epochs;
-    ``history.records`` the list of per-epoch dicts.
-    """
-
-    def __init__(self, records: Sequence[dict] | None = None):
-        self.records: list[dict] = [dict(r) for r in records or ()]
-        self.diagnostics: dict[str, list] | None = None  # per-step Fig. 4 MAVs (fit's diagnostic, unit="step")
-
-    def append(self, record: dict) -> None:
-        self.records.append(dict(record))
-
-    def __getitem__(self, name: str) -> list:
-        return [r.get(name) for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def keys(self) -> list[str]:
-        seen = {}
-        for r in self.records:
-            seen.update(dict.fromkeys(r))
-        return list(seen)
-
-    def to_dict(self) -> dict[str, list]:
-        return {k: self[k] for k in self.keys()}
-
-    @property
-    def last(self) -> dict:
-        return self.records[-1] if self.records else {}
-
-    def metrics(self, exclude=("time", "wall_time")) -> list[dict]:
-        """The records without the timing entries (what must match between identical runs)."""
-        return [{k: v for k, v in r.items() if k not in exclude} for r in self.records]
-
-    def __repr__(self) -> str:
-        return f"History({len(self)} epochs, keys={self.keys()})"
 
 
 @dataclasses.dataclass
@@ -77,15 +44,6 @@ class FitResult:
     epochs_run: int = 0
 
 
-class DivergenceError(FloatingPointError):
-    """A non-finite loss or gradient stopped training; ``.result`` holds the last good state."""
-
-    def __init__(self, message: str, result: FitResult | None = None, epoch: int | None = None,
-                 step: int | None = None, layers: Sequence[str] = ()):
-        super().__init__(message)
-        self.result, self.epoch, self.step, self.layers = result, epoch, step, tuple(layers)
-
-
 def _as_xy(data, name):
     if data is None:
         return None
@@ -99,45 +57,13 @@ def _as_xy(data, name):
     return x, y
 
 
-def default_monitor(metrics, has_val: bool, has_test: bool) -> str:
-    """``val_<first metric>`` (or ``val_loss``); test, then train when there is no validation part."""
-    prefix = "val" if has_val else "test" if has_test else "train"
-    names = [n for n, _ in resolve_metrics(metrics)]
-    return f"{prefix}_{names[0] if names else 'loss'}"
-
-
-def _progress_bar(progress, total, initial):
-    if not progress:
-        return None
-    if progress != "always" and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True, leave=True)
-
-
-def _describe_bad(stats, epoch) -> tuple[str, int, list[str]]:
-    step = int(stats["bad_step"])
-    layers = sorted(k for k, v in stats["bad_grad_finite"].items() if not bool(v))
-    parts = []
-    if not bool(stats["bad_loss_finite"]):
-        parts.append("the loss is non-finite")
-    if layers:
-        parts.append(f"non-finite gradient (or update) in layer(s) {', '.join(layers)}")
-    msg = (f"training diverged at epoch {epoch}, step {step} (0-based within the epoch): "
-           f"{'; '.join(parts) or 'non-finite values'}; params kept at their last good values"
-           " (the step was not applied)")
-    return msg, step, layers
-
-
 def fit(model, params, state, optimizer: optax.GradientTransformation, train, test=None, validation=None, *,
         epochs: int | None = None, batch_size: int = 32, key, loss, metrics=("accuracy",), stopping=None,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress=True,
         augment: Callable | None = None, grad_method: str = "autodiff", dropconnect: bool | None = None,
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
         on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None,
+        loss_growth_limit: float | None = LOSS_GROWTH_LIMIT,
         epoch_loop: str = "python", compiler_options="auto", retain_memory: bool = True) -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
@@ -149,10 +75,12 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       epoch's steps), ``test_*``, ``val_*``, ``time`` (s) and ``wall_time``.
     * ``stopping``: :class:`PaperStopping` / :class:`Patience` / None; monitors
       ``stopping.monitor`` or :func:`default_monitor`.
-    * Divergence: a non-finite loss or gradient stops the run; with
-      ``on_divergence="raise"`` a :class:`DivergenceError` (``.result`` = last good
-      state), with ``"stop"`` the result with ``stopped_reason`` set. The epoch's
-      checkpoint is not written, so the last good checkpoint stays on disk.
+    * Divergence: a non-finite loss or gradient stops the run, and so does an epoch whose
+      training loss exceeds ``loss_growth_limit`` (1e4) times ``max(|initial loss|, 1)``
+      (the untrained net's loss on the first ``eval_batch_size`` training rows; None
+      turns this check off); with ``on_divergence="raise"`` a :class:`DivergenceError`
+      (``.result`` = the run so far), with ``"stop"`` the result with ``stopped_reason``
+      set. The epoch's checkpoint is not written, so the last good checkpoint stays on disk.
     * ``checkpoint_dir``: a checkpoint after every epoch (atomic); ``resume=True``
       continues from it (refused if written for another model/config).
     * ``mesh``: a ``jax.sharding.Mesh`` with a ``"data"`` axis: batches sharded
@@ -174,16 +102,13 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     """
     validate.check_fit_inputs(model, train, test, validation, loss=loss, batch_size=batch_size, epochs=epochs,
                               stopping=stopping, checkpoint_dir=checkpoint_dir, resume=resume)
-    from jigcnn.train.cv import as_augment
-
     if retain_memory:
         allocator.retain_freed_memory()
     augment = as_augment(augment)
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
     metric_names = [n for n, _ in metric_fns]
-    if on_divergence not in ("raise", "stop"):
-        raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+    check_on_divergence(on_divergence, "fit")
     train, test, validation = _as_xy(train, "train"), _as_xy(test, "test"), _as_xy(validation, "validation")
     n_train = int(train[0].shape[0])
     if n_train < 1:
@@ -245,43 +170,42 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     fp, desc = ckpt.fingerprint(model, run_config)
     ckpt_path = os.path.join(os.fspath(checkpoint_dir), ckpt.CHECKPOINT_NAME) if checkpoint_dir else None
     restore_best = bool(getattr(stopping, "restore_best", False))
+    rules = EpochRules(max_epochs, tuple(metric_names), stopping, monitor, restore_best, loss_growth_limit, "fit")
 
-    history = History()
-    stop_state = stopping.init() if stopping is not None else None
-    best_params = best_state = None
-    best_epoch = None
+    run = new_run(rules)
     start_epoch = 1
-    stopped_reason = None
     wall_offset = 0.0
 
-    def ckpt_tree():
+    def ckpt_tree(best=None):
         tree = {"params": params, "state": state, "opt_state": opt_state}
         if restore_best:
-            tree["best"] = {"params": best_params if best_params is not None else params,
-                            "state": best_state if best_state is not None else state}
+            bp, bs = best if best is not None else (params, state)
+            tree["best"] = {"params": bp, "state": bs}
         return tree
 
     if resume and ckpt_path and os.path.exists(ckpt_path):
         tree, meta = ckpt.load(ckpt_path, ckpt_tree(), fingerprint=fp, description=desc)
         params, state, opt_state = put(tree["params"]), put(tree["state"]), put(tree["opt_state"])
-        if restore_best and meta.get("best_epoch") is not None:
-            best_params, best_state = put(tree["best"]["params"]), put(tree["best"]["state"])
-        history = History(meta["history"])
-        stop_state, best_epoch = meta.get("stop_state"), meta.get("best_epoch")
-        start_epoch = int(meta["epoch"]) + 1
-        stopped_reason = meta.get("stopped_reason")
-        if meta.get("stop_kind") == "epochs" and start_epoch <= max_epochs:
-            stopped_reason = None  # it only ran out of epochs: more were asked for now, go on
-        wall_offset = float(history.last.get("wall_time", 0.0)) if len(history) else 0.0
+        best = (put(tree["best"]["params"]), put(tree["best"]["state"])) if restore_best else None
+        run, start_epoch = resume_run(meta, rules, best)
+        wall_offset = float(run.history.last.get("wall_time", 0.0)) if len(run.history) else 0.0
     elif resume and ckpt_path is None:
         raise ValueError("fit: resume=True needs checkpoint_dir")
+    if run.initial_loss is None and loss_growth_limit is not None:
+        # the growth rule's reference: the untrained net's loss on the first training rows (one eval chunk)
+        x, y, rows, n = data["train"]
+        m = min(n, eval_batch_size)
+        run = run._replace(initial_loss=float(jax.device_get(
+            eval_fn(params, state, x, y, rows[:m], jnp.int32(m)))["loss"]))
 
-    bar = _progress_bar(progress, max_epochs, start_epoch - 1) if stopped_reason is None else None
+    def write_checkpoint(r, meta):
+        ckpt.save(ckpt_path, ckpt_tree(r.best), meta, fingerprint=fp, description=desc)
+
+    bar = progress_bar(progress, max_epochs, start_epoch - 1) if run.stopped_reason is None else None
     t_start = time.perf_counter()
-    epoch = start_epoch - 1
     try:
         for epoch in range(start_epoch, max_epochs + 1):
-            if stopped_reason is not None:
+            if run.stopped_reason is not None:
                 break
             t0 = time.perf_counter()
             x, y, rows, n = data["train"]
@@ -295,75 +219,43 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
             evals = {p: eval_fn(params, state, d[0], d[1], d[2], jnp.int32(d[3]))
                      for p, d in data.items() if p != "train"}
             stats, evals = jax.device_get((stats, evals))
-            if int(stats["bad_step"]) >= 0:
-                msg, step, layers = _describe_bad(stats, epoch)
-                stopped_reason = msg
-                result = _finish(params, state, opt_state, history, msg, best_params, best_state, best_epoch,
-                                 restore_best, data, eval_fn, epoch - 1)
+            # the diagnostic and restore-best read these params before the next epoch call donates them
+            run, out = after_epoch(run, stats, evals, epoch=epoch, rules=rules, time=time.perf_counter() - t0,
+                                   wall_clock=lambda: wall_offset + time.perf_counter() - t_start,
+                                   weights=lambda: (params, state), diagnostic=diagnostic,
+                                   checkpoint=write_checkpoint if ckpt_path else None)
+            if out.diverged:
+                result = _finish(params, state, opt_state, run, data, eval_fn)
                 if bar is not None:
                     bar.close()
                     bar = None
                 if on_divergence == "raise":
                     has_ckpt = bool(ckpt_path) and os.path.exists(ckpt_path)
-                    raise DivergenceError(msg + (f"; last good checkpoint: {ckpt_path}" if has_ckpt else ""),
-                                          result, epoch, step, layers)
+                    raise DivergenceError(out.reason + (f"; last good checkpoint: {ckpt_path}" if has_ckpt else ""),
+                                          result, epoch, out.step, out.layers)
                 return result
-            record = {"epoch": epoch, "train_loss": float(stats["loss"])}
-            record.update({f"train_{m}": float(stats[m]) for m in metric_names})
-            record["train_steps"] = int(stats["steps"])
-            for p, ev in evals.items():
-                record.update({f"{p}_{k}": float(v) for k, v in ev.items()})
-            dt = time.perf_counter() - t0
-            record["time"] = dt
-            if diagnostic is not None:
-                # before the next epoch call, which donates these params
-                record.update(diagnostic.on_epoch_end(epoch, record, params, state))
-                if per_step:
-                    history.diagnostics = diagnostic.history()
-            record["wall_time"] = wall_offset + time.perf_counter() - t_start
-            history.append(record)
-            if stopping is not None:
-                if monitor not in record:
-                    raise ValueError(f"fit: stopping monitors {monitor!r}, not in the history keys {sorted(record)}")
-                stop_state, decision = stopping.update(stop_state, epoch, record[monitor], monitor)
-                if decision.improved:
-                    best_epoch = epoch
-                    if restore_best:
-                        best_params, best_state = copy(params), copy(state)
-                if decision.stop:
-                    stopped_reason = decision.reason
-            stop_kind = None if stopped_reason is None else "rule"
-            if stopped_reason is None and epoch >= max_epochs:
-                stopped_reason, stop_kind = f"completed {max_epochs} epochs", "epochs"
-            if ckpt_path:
-                tree = ckpt_tree()
-                ckpt.save(ckpt_path, tree, {"epoch": epoch, "history": history.records, "stop_state": stop_state,
-                                            "best_epoch": best_epoch, "stopped_reason": stopped_reason,
-                                            "stop_kind": stop_kind},
-                          fingerprint=fp, description=desc)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                bar.set_postfix({k: f"{v:.4g}" for k, v in out.record.items()
                                  if k.endswith(("loss", "accuracy", "mape", "mae")) and not k.startswith("train_")})
             if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
+                on_epoch_end(epoch, out.record)
     finally:
         if bar is not None:
             bar.close()
-    if stopped_reason is None:
-        stopped_reason = f"completed {max_epochs} epochs"
-    return _finish(params, state, opt_state, history, stopped_reason, best_params, best_state, best_epoch,
-                   restore_best, data, eval_fn, len(history))
+    if run.stopped_reason is None:
+        run = run._replace(stopped_reason=f"completed {max_epochs} epochs")
+    return _finish(params, state, opt_state, run, data, eval_fn)
 
 
-def _finish(params, state, opt_state, history, reason, best_params, best_state, best_epoch, restore_best, data,
-            eval_fn, epochs_run) -> FitResult:
-    if restore_best and best_params is not None:
-        params, state = best_params, best_state
+def _finish(params, state, opt_state, run, data, eval_fn) -> FitResult:
+    if run.best is not None:
+        params, state = run.best
     final = {}
     for p, d in data.items():
         if p == "train":
             continue
         ev = jax.device_get(eval_fn(params, state, d[0], d[1], d[2], jnp.int32(d[3])))
         final.update({f"{p}_{k}": float(v) for k, v in ev.items()})
-    return FitResult(params, state, opt_state, history, reason, final, best_epoch, epochs_run)
+    return FitResult(params, state, opt_state, run.history, run.stopped_reason, final, run.best_epoch,
+                     len(run.history))

@@ -7,8 +7,10 @@ program trains every fold. Folds of unequal size are padded to the longest
 fold: each fold shuffles only its own rows (:func:`jigcnn.train.step.epoch_order`
 is prefix-consistent, so the order equals the fold's order on its own) and runs
 its own ``n_f // batch_size`` steps; the extra steps of shorter folds are
-masked (not applied). Evaluation masks padded rows. Stopping rules run on the
-host once per epoch per fold; a stopped (or diverged) fold stays frozen while the
+masked (not applied). Evaluation masks padded rows. After every epoch each fold
+goes through the same bookkeeping as ``fit`` (:func:`jigcnn.train.epochs.after_epoch`:
+history record, divergence and its message, stopping rule, restore-best) on its
+own unstacked statistics; a stopped (or diverged) fold stays frozen while the
 others go on. The result matches training the folds one after another within
 float tolerance (vmap may reorder reductions).
 
@@ -33,7 +35,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jigcnn.fast import native
-from jigcnn.train.loop import History, _progress_bar
+from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules, History, after_epoch,
+                                 check_on_divergence, new_run, progress_bar)
+from jigcnn.train.inputs import as_augment
 from jigcnn.train.stopping import resolve_epochs_and_monitor
 from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
 
@@ -135,11 +139,22 @@ class FoldsResult:
         return jax.tree.map(lambda x: x[f], self.params)
 
 
+_NOT_PER_FOLD = {
+    "checkpoint_dir": "per-epoch checkpoints (and so resume)",
+    "resume": "resuming from checkpoints",
+    "mesh": "data parallelism over a device mesh",
+    "diagnostic": "the per-epoch Fig. 4 diagnostic hook",
+    "on_epoch_end": "the per-epoch callback",
+}
+
+
 def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, folds, *, key, loss,
                       metrics=("accuracy",), epochs: int | None = None, batch_size: int = 32, validation=None,
                       stopping=None, augment: Callable | None = None, grad_method: str = "autodiff",
                       dropconnect: bool | None = None, init=None, eval_batch_size: int = 1024,
-                      progress=True, fold_batch: int | None = None) -> FoldsResult:
+                      progress=True, fold_batch: int | None = None, on_divergence: str = "stop",
+                      loss_growth_limit: float | None = LOSS_GROWTH_LIMIT, checkpoint_dir=None, resume: bool = False,
+                      mesh=None, diagnostic=None, on_epoch_end=None) -> FoldsResult:
     """Train every fold in one compiled program (``jax.vmap`` over stacked params, states and index sets).
 
     ``folds``: a list of (train_rows, test_rows) index arrays into ``x``/``y``
@@ -150,14 +165,34 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
     :func:`jigcnn.train.fit` and ``key=fold_keys(key, k)[f][1]`` on
     ``x[train_rows]``. Several seeds on one split: pass the same rows k times.
 
+    After each epoch every active fold goes through ``fit``'s own bookkeeping
+    (:func:`jigcnn.train.epochs.after_epoch`): the same history records, the same
+    divergence rules and message (a non-finite step, or a training loss above
+    ``loss_growth_limit`` times the initial one), the same stopping rule and
+    ``restore_best``. A stopped or diverged fold is frozen while the others go on.
+    ``on_divergence="stop"`` (the default here, unlike ``fit``: one fold's
+    divergence does not end the others) records the message as that fold's
+    stopped reason; ``"raise"`` raises :class:`DivergenceError` (message prefixed
+    ``fold f:``, ``.result`` the :class:`FoldsResult` so far) after the epoch in
+    which the first fold diverged.
+
+    Not supported per fold (a ``ValueError`` names the argument): ``checkpoint_dir``
+    / ``resume``, ``mesh``, ``diagnostic`` and ``on_epoch_end``; use ``fit`` fold
+    by fold (``cross_validate(..., vmapped=False)``) for those.
+
     ``fold_batch=None`` vectorises all folds with ``jax.vmap``; an int runs them
     with ``jax.lax.map(..., batch_size=fold_batch)`` instead (still one compiled
     program, vmapped in chunks; ``1`` = one fold after another inside it). On
     XLA:CPU a vmapped convolution whose kernels differ per fold becomes a grouped
     convolution, which is slow there; ``fold_batch=1`` avoids it.
     """
-    from jigcnn.train.cv import as_augment
-
+    given = {"checkpoint_dir": checkpoint_dir, "resume": resume, "mesh": mesh, "diagnostic": diagnostic,
+             "on_epoch_end": on_epoch_end}
+    for name, value in given.items():
+        if value is not None and value is not False:
+            raise ValueError(f"fit_folds_vmapped does not support {name}={value!r} ({_NOT_PER_FOLD[name]}); "
+                             "train the folds one by one with fit (cross_validate(..., vmapped=False))")
+    check_on_divergence(on_divergence, "fit_folds_vmapped")
     augment = as_augment(augment)
     k = len(folds)
     x, y = jnp.asarray(x), jnp.asarray(y)
@@ -182,6 +217,8 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
     max_epochs, monitor = resolve_epochs_and_monitor(epochs, stopping, metrics, "val" in parts, "test" in parts,
                                                      "fit_folds_vmapped")
     restore_best = bool(getattr(stopping, "restore_best", False))
+    rules = EpochRules(max_epochs, tuple(metric_names), stopping, monitor, restore_best, loss_growth_limit,
+                       "fit_folds_vmapped")
 
     def build_epoch():
         core = make_epoch_fn(model, loss, optimizer, batch_size=batch_size, grad_method=grad_method,
@@ -208,13 +245,15 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
                          metrics, augment, fold_batch)
     eval_v = cached_jit("eval_folds", build_eval, model, loss, metrics, eval_batch_size, fold_batch)
 
-    histories = [History() for _ in range(k)]
-    reasons: list[str | None] = [None] * k
-    stop_states = [stopping.init() if stopping is not None else None for _ in range(k)]
-    best_epochs: list[int | None] = [None] * k
-    best = (jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, state)) if restore_best else None
+    initial = [None] * k
+    if loss_growth_limit is not None:  # the growth rule's reference: the untrained folds' loss (see fit)
+        m = min(int(train_rows.shape[1]), eval_batch_size)
+        ev0 = jax.device_get(eval_v(params, state, x, y, train_rows[:, :m], jnp.minimum(train_n, m)))
+        initial = [float(ev0["loss"][f]) for f in range(k)]
+    runs = [new_run(rules, initial[f]) for f in range(k)]
     active = np.ones((k,), bool)
-    bar = _progress_bar(progress, max_epochs, 0)
+    raised = None  # (fold, epoch, outcome) of the first fold that diverged, with on_divergence="raise"
+    bar = progress_bar(progress, max_epochs, 0)
     t_start = time.perf_counter()
     try:
         for epoch in range(1, max_epochs + 1):
@@ -227,49 +266,35 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
             evals = {p: eval_v(params, state, x, y, r, n) for p, (r, n) in parts.items()}
             stats, evals = jax.device_get((stats, evals))
             dt = time.perf_counter() - t0
-            improved = np.zeros((k,), bool)
             for f in range(k):
                 if not active[f]:
                     continue
-                if int(stats["bad_step"][f]) >= 0:
-                    bad = [n for n, v in stats["bad_grad_finite"].items() if not bool(v[f])]
-                    what = ("the loss is non-finite; " if not bool(stats["bad_loss_finite"][f]) else "") + (
-                        f"non-finite gradient in layer(s) {', '.join(sorted(bad))}" if bad else "")
-                    reasons[f] = f"fold {f} diverged at epoch {epoch}, step {int(stats['bad_step'][f])}: {what}"
+                runs[f], out = after_epoch(
+                    runs[f], jax.tree.map(lambda v, f=f: v[f], stats), jax.tree.map(lambda v, f=f: v[f], evals),
+                    epoch=epoch, rules=rules, time=dt, wall_clock=lambda: time.perf_counter() - t_start,
+                    weights=lambda f=f: (jax.tree.map(lambda a: a[f], params), jax.tree.map(lambda a: a[f], state)))
+                if out.stop:
                     active[f] = False
-                    continue
-                rec = {"epoch": epoch, "train_loss": float(stats["loss"][f])}
-                rec.update({f"train_{m}": float(stats[m][f]) for m in metric_names})
-                rec["train_steps"] = int(stats["steps"][f])
-                for p, ev in evals.items():
-                    rec.update({f"{p}_{kk}": float(v[f]) for kk, v in ev.items()})
-                rec["time"] = dt
-                rec["wall_time"] = time.perf_counter() - t_start
-                histories[f].append(rec)
-                if stopping is not None:
-                    stop_states[f], dec = stopping.update(stop_states[f], epoch, rec[monitor], monitor)
-                    if dec.improved:
-                        best_epochs[f] = epoch
-                        improved[f] = True
-                    if dec.stop:
-                        reasons[f] = dec.reason
-                        active[f] = False
-                if reasons[f] is None and epoch >= max_epochs:
-                    reasons[f] = f"completed {max_epochs} epochs"
-            if restore_best and improved.any():
-                m = jnp.asarray(improved)
-                pick = lambda new, old: jnp.where(m.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
-                best = (jax.tree.map(pick, params, best[0]), jax.tree.map(pick, state, best[1]))
+                if out.diverged and on_divergence == "raise" and raised is None:
+                    raised = (f, epoch, out)
             if bar is not None:
                 bar.update(1)
+            if raised is not None:
+                break
     finally:
         if bar is not None:
             bar.close()
-    reasons = [r or f"completed {max_epochs} epochs" for r in reasons]
-    if restore_best:
-        has = jnp.asarray([b is not None for b in best_epochs])
-        pick = lambda new, old: jnp.where(has.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
-        params, state = jax.tree.map(pick, best[0], params), jax.tree.map(pick, best[1], state)
+    reasons = [r.stopped_reason or f"completed {max_epochs} epochs" for r in runs]
+    if restore_best and any(r.best is not None for r in runs):
+        per_fold = [r.best if r.best is not None else
+                    (jax.tree.map(lambda a, f=f: a[f], params), jax.tree.map(lambda a, f=f: a[f], state))
+                    for f, r in enumerate(runs)]
+        params, state = stack_trees([p for p, _ in per_fold]), stack_trees([s for _, s in per_fold])
     evals = jax.device_get({p: eval_v(params, state, x, y, r, n) for p, (r, n) in parts.items()})
     final = [{f"{p}_{kk}": float(v[f]) for p, ev in evals.items() for kk, v in ev.items()} for f in range(k)]
-    return FoldsResult(params, state, opt_state, histories, reasons, final, best_epochs)
+    result = FoldsResult(params, state, opt_state, [r.history for r in runs], reasons, final,
+                         [r.best_epoch for r in runs])
+    if raised is not None:
+        f, epoch, out = raised
+        raise DivergenceError(f"fold {f}: {out.reason}", result, epoch, out.step, out.layers)
+    return result

@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from jigcnn.train.step import resolve_metrics
+
 
 class Decision(NamedTuple):
     """What a rule says after an epoch."""
@@ -132,10 +134,15 @@ class Patience:
         return st, Decision(False, None, improved)
 
 
+def default_monitor(metrics, has_val: bool, has_test: bool) -> str:
+    """``val_<first metric>`` (or ``val_loss``); test, then train when there is no validation part."""
+    prefix = "val" if has_val else "test" if has_test else "train"
+    names = [n for n, _ in resolve_metrics(metrics)]
+    return f"{prefix}_{names[0] if names else 'loss'}"
+
+
 def resolve_epochs_and_monitor(epochs, stopping, metrics, has_val: bool, has_test: bool, who: str):
     """(max_epochs, monitor): `epochs` capped by the rule's `max_epochs`, and the history key the rule watches."""
-    from jigcnn.train.loop import default_monitor
-
     max_epochs = epochs if epochs is not None else getattr(stopping, "max_epochs", None)
     if max_epochs is None:
         raise ValueError(f"{who}: give epochs= or a stopping rule with max_epochs")
