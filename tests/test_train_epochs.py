@@ -93,6 +93,12 @@ def test_vmapped_folds_raise_on_divergence_when_asked_and_refuse_what_they_canno
     assert info.value.epoch == 1 and len(info.value.result.histories) == 2
     with pytest.raises(ValueError, match="on_divergence must be 'raise' or 'stop', got 'ignore'"):
         fit_folds_vmapped(model, optax.adam(1e-3), x, t, folds, on_divergence="ignore", **kw)
+    for bad in (0.5, float("inf"), "big", True):
+        with pytest.raises(ValueError, match=f"fit_folds_vmapped: loss_growth_limit must be None .* got {bad!r}"):
+            fit_folds_vmapped(model, optax.adam(1e-3), x, t, folds, loss_growth_limit=bad, **kw)
+    with pytest.raises(ValueError, match="fit: loss_growth_limit must be None"):
+        fit(model, *model.init(jax.random.key(0)), optax.adam(1e-3), (x, t), epochs=1, key=jax.random.key(1),
+            loss="mae", progress=False, loss_growth_limit=0)
     for name, value in (("checkpoint_dir", tmp_path), ("resume", True), ("mesh", object()),
                         ("diagnostic", object()), ("on_epoch_end", print)):
         with pytest.raises(ValueError, match=f"fit_folds_vmapped does not support {name}="):

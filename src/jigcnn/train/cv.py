@@ -266,6 +266,7 @@ class CVResult:
     splits: ProtocolSplits | None = None  # the validation rows and folds that were trained on
 
     def summary(self) -> str:
+        """The protocol, ``mean +- std`` of every metric and the per-fold train/test leak counts."""
         lines = [f"protocol={self.protocol} k={self.k} augment x{self.augment_factor}"]
         for name in sorted(self.mean):
             lines.append(f"  {name}: {self.mean[name]:.4f} +- {self.std[name]:.4f}")
@@ -299,7 +300,9 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     defaults to the paper's rule (10 passes, tolerance 7). ``train_augment``:
     optional on-the-fly augmentation of training batches (on top of the x factor
     expansion). ``checkpoint_dir`` (in ``fit_kwargs``) gets one subdirectory
-    per fold, so ``resume=True`` continues a killed cross-validation. Fold ``f`` uses :func:`jigcnn.train.parallel.fold_keys`, so
+    per fold, so ``resume=True`` continues a killed cross-validation
+    (sequential folds only: ``vmapped=True`` refuses it, naming it). Fold ``f`` uses
+    :func:`jigcnn.train.parallel.fold_keys`, so
     ``vmapped=True`` (all folds in one compiled program) gives the same numbers
     within float tolerance. ``augment`` / ``train_augment`` may also be a
     ``jigcnn.data.augment.AugmentConfig`` (applied with ``augment_batch``).

@@ -30,6 +30,7 @@ this is the lowest module that needs them (``loop`` and ``parallel`` import it).
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -292,7 +293,13 @@ def after_epoch(run: RunState, stats: dict, evals: dict, *, epoch: int, rules: E
     return run, EpochOutcome(record, reason is not None, reason, improved=improved)
 
 
-def check_on_divergence(on_divergence: str, who: str) -> None:
-    """Refuse an ``on_divergence`` other than "raise" or "stop", naming the caller."""
+def check_divergence_args(on_divergence: str, loss_growth_limit, who: str) -> None:
+    """Refuse an ``on_divergence`` other than "raise"/"stop" and a ``loss_growth_limit`` not None or a number > 1."""
     if on_divergence not in ("raise", "stop"):
         raise ValueError(f"{who}: on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+    if loss_growth_limit is None:
+        return
+    ok = isinstance(loss_growth_limit, numbers.Real) and not isinstance(loss_growth_limit, bool)
+    if not ok or not math.isfinite(loss_growth_limit) or loss_growth_limit <= 1:
+        raise ValueError(f"{who}: loss_growth_limit must be None (no growth rule) or a finite number > 1, "
+                         f"got {loss_growth_limit!r}")

@@ -22,7 +22,7 @@ from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train import validate
 from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules, History,  # noqa: F401
-                                 after_epoch, check_on_divergence, new_run, progress_bar, resume_run)
+                                 after_epoch, check_divergence_args, new_run, progress_bar, resume_run)
 from jigcnn.train.inputs import as_augment
 from jigcnn.train.step import EPOCH_LOOPS, cached_jit, make_epoch_fn, make_eval_fn, resolve_metrics
 from jigcnn.train.stopping import (PaperStopping, Patience, default_monitor,  # noqa: F401
@@ -108,7 +108,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
     metric_names = [n for n, _ in metric_fns]
-    check_on_divergence(on_divergence, "fit")
+    check_divergence_args(on_divergence, loss_growth_limit, "fit")
     train, test, validation = _as_xy(train, "train"), _as_xy(test, "test"), _as_xy(validation, "validation")
     n_train = int(train[0].shape[0])
     if n_train < 1:

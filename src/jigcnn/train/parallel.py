@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jigcnn.fast import native
 from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules, History, after_epoch,
-                                 check_on_divergence, new_run, progress_bar)
+                                 check_divergence_args, new_run, progress_bar)
 from jigcnn.train.inputs import as_augment
 from jigcnn.train.stopping import resolve_epochs_and_monitor
 from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
@@ -136,6 +136,7 @@ class FoldsResult:
     best_epochs: list[int | None]
 
     def fold_params(self, f: int):
+        """Fold ``f``'s params (unstacked)."""
         return jax.tree.map(lambda x: x[f], self.params)
 
 
@@ -192,7 +193,7 @@ def fit_folds_vmapped(model, optimizer: optax.GradientTransformation, x, y, fold
         if value is not None and value is not False:
             raise ValueError(f"fit_folds_vmapped does not support {name}={value!r} ({_NOT_PER_FOLD[name]}); "
                              "train the folds one by one with fit (cross_validate(..., vmapped=False))")
-    check_on_divergence(on_divergence, "fit_folds_vmapped")
+    check_divergence_args(on_divergence, loss_growth_limit, "fit_folds_vmapped")
     augment = as_augment(augment)
     k = len(folds)
     x, y = jnp.asarray(x), jnp.asarray(y)

@@ -76,12 +76,15 @@ class PaperStopping:
 
     @property
     def max_epochs(self) -> int:
+        """The epoch cap: ``passes``."""
         return self.passes
 
     def init(self) -> dict:
+        """The rule's state before the first epoch (JSON-able)."""
         return {"prev": None, "worse": 0, "best": None, "best_epoch": None}
 
     def update(self, st: dict, epoch: int, value: float, monitor: str) -> tuple[dict, Decision]:
+        """(new state, decision) after ``epoch`` whose ``monitor`` value is ``value``."""
         mode = resolve_mode(monitor, self.mode)
         value = float(value)
         worse = st["prev"] is not None and _better(st["prev"], value, mode)
@@ -116,9 +119,11 @@ class Patience:
             raise ValueError(f"Patience: patience must be >= 1, got {self.patience}")
 
     def init(self) -> dict:
+        """The rule's state before the first epoch (JSON-able)."""
         return {"best": None, "best_epoch": None, "wait": 0}
 
     def update(self, st: dict, epoch: int, value: float, monitor: str) -> tuple[dict, Decision]:
+        """(new state, decision) after ``epoch`` whose ``monitor`` value is ``value``."""
         mode = resolve_mode(monitor, self.mode)
         value = float(value)
         improved = _better(value, st["best"], mode, self.min_delta)
