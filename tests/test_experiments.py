@@ -321,3 +321,27 @@ def test_diagnostic_from_json_reads_new_and_old_results():
     old = [{"layer": "conv1", "input": 1.0, "act_deriv": 0.5, "saturated": 0.0, "weights": 0.25, "dL_dz": 0.125,
             "dL_dw": 2.0}]
     assert common.diagnostic_from_json(old)["conv1"].weight_grad_mav == 2.0
+
+
+def test_run_program_prints_user_errors_in_one_line_unless_asked_for_the_traceback(capsys, monkeypatch):
+    from experiments import common
+    from jigcnn import allocator
+
+    def bad():
+        raise common.UserError("--x: 'y' is wrong")
+
+    try:
+        monkeypatch.delenv("JIGCNN_TRACEBACK", raising=False)
+        with pytest.raises(SystemExit) as exit_info:
+            common.run_program(bad)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == "error: --x: 'y' is wrong\n"
+        with pytest.raises(SystemExit) as exit_info:
+            common.run_program(lambda: (_ for _ in ()).throw(FileNotFoundError("--data-dir '/n': no such folder")))
+        assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: --data-dir")
+        monkeypatch.setenv("JIGCNN_TRACEBACK", "1")
+        with pytest.raises(common.UserError):
+            common.run_program(bad)
+    finally:
+        if allocator.available():
+            allocator.restore_defaults()
