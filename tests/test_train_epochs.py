@@ -241,3 +241,47 @@ def test_after_epoch_completes_the_run_and_checkpoints_what_resume_reads():
     # a checkpoint from before the growth rule: the first epoch's loss is the reference
     old = {k: v for k, v in meta.items() if k != "initial_loss"}
     assert ep.resume_run(old, rules)[0].initial_loss == 0.5
+
+
+# ---------------------------------------------------------------- layering
+
+
+def test_jigcnn_train_modules_import_each_other_without_a_cycle():
+    """Every import in jigcnn/train/*.py (also inside functions) between its modules: the graph is acyclic."""
+    import ast
+    import pathlib
+
+    import jigcnn.train
+
+    folder = pathlib.Path(jigcnn.train.__file__).parent
+    mods = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for m in mods:
+        edges = set()
+        for node in ast.walk(ast.parse((folder / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from . import x / from .x import y
+                    base = "jigcnn.train" + (f".{base}" if base else "")
+                names = [f"{base}.{a.name}" for a in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            edges |= {n.split(".")[2] for n in names if n.startswith("jigcnn.train.") and n.split(".")[2] in mods}
+        graph[m] = edges - {m}
+    assert graph["epochs"] == set() and "loop" not in graph["parallel"] and "cv" not in graph["loop"]
+    done, path = set(), []
+
+    def visit(m):
+        assert m not in path, f"import cycle: {' -> '.join(path[path.index(m):] + [m])}"
+        if m in done:
+            return
+        path.append(m)
+        for n in sorted(graph[m]):
+            visit(n)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)

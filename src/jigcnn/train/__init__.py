@@ -3,10 +3,14 @@
 The names below are imported from their modules on first use (PEP 562), so a script that needs
 only ``make_train_step`` does not load the loop, the k-fold protocols or the sharding helpers.
 
-Layering (every import of a module, also inside functions, points down this list; no cycles):
-``step`` -> ``stopping`` -> ``epochs`` (history, divergence, the per-epoch bookkeeping of every
-run) -> ``parallel`` (mesh helpers, vmapped folds) -> ``loop`` (``fit``) -> ``cv``; ``inputs``
-(argument normalisation) and ``checkpoint`` sit below them all, ``validate`` below ``loop`` and ``cv``.
+Layering (each module imports only modules above it in this list, also inside functions; no cycles):
+
+* ``epochs`` (history, DivergenceError, progress bar, the per-epoch bookkeeping of every run; imports
+  nothing from jigcnn), ``inputs`` (argument normalisation), ``checkpoint``, ``step`` (pure steps);
+* ``stopping`` (rules, default monitor) -> step; ``validate`` -> checkpoint;
+* ``parallel`` (mesh helpers, vmapped folds) -> step, stopping, epochs, inputs;
+* ``loop`` (``fit``) -> step, stopping, epochs, inputs, parallel (the mesh helpers), checkpoint, validate;
+* ``cv`` -> loop, parallel, stopping, inputs, validate; ``cli`` -> loop, checkpoint, validate.
 """
 
 import importlib
