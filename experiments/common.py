@@ -79,15 +79,15 @@ def base_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def run_program(main: Callable[[], int | None]) -> None:
-    """Run an experiment's `main` as a program: glibc keeps freed memory (`jigcnn.allocator`), exit with its status.
+    """Run an experiment's `main` as a program (`jigcnn.runtime.configure_process` first), exit with its status.
 
     A user error (:data:`USER_ERRORS`: a bad argument, a missing file or folder) prints one
     ``error: ...`` line to stderr and exits with status 2 (``JIGCNN_TRACEBACK=1`` re-raises it with
     its traceback); any other exception keeps its traceback.
     """
-    from jigcnn import allocator
+    from jigcnn.runtime import configure_process
 
-    allocator.retain_freed_memory()
+    configure_process()  # the program's process-wide choices: allocator, persistent compilation cache
     try:
         status = main()
     except USER_ERRORS as e:

@@ -41,15 +41,18 @@ def test_history_and_determinism(capsys):
     assert a.metrics["val_loss"] == a.history["val_loss"][-1]
 
 
-def test_fit_retains_freed_memory_unless_told_not_to(monkeypatch):
-    from jigcnn import allocator
+def test_fit_leaves_the_process_alone(monkeypatch):
+    """fit changes neither the allocator nor the compilation cache: those are the program's choice."""
+    import jax
+
+    from jigcnn import allocator, compile_cache
 
     calls = []
     monkeypatch.setattr(allocator, "retain_freed_memory", lambda **kw: calls.append(kw) or True)
+    monkeypatch.setattr(compile_cache, "enable", lambda *a, **kw: calls.append(("cache", a, kw)))
+    before = jax.config.jax_compilation_cache_dir
     _fit(epochs=1)
-    assert len(calls) == 1
-    _fit(epochs=1, retain_memory=False)
-    assert len(calls) == 1
+    assert calls == [] and jax.config.jax_compilation_cache_dir == before
 
 
 def test_divergence_stops_with_layer_epoch_step_and_keeps_last_good_checkpoint(tmp_path):

@@ -143,14 +143,13 @@ def run(args) -> int:
     """Train as ``args`` say (already checked by :func:`check_args`); returns the exit status."""
     import jax
 
-    from jigcnn.compile_cache import enable as enable_cache
     from jigcnn.optim import make_optimizer
+    from jigcnn.runtime import configure_process
     from jigcnn.train import checkpoint as ckpt
     from jigcnn.train import fit
     from jigcnn.zoo import ZOO
 
-    if not jax.config.jax_compilation_cache_dir:  # leave a cache set up by the caller (e.g. the tests) alone
-        enable_cache()
+    configure_process()  # the program's choice: allocator, compilation cache (one set up by the caller is kept)
     train, test, classes = load_dataset(args.data, args.data_dir, args.seed)
     model = ZOO[args.net](input_shape=tuple(train[0].shape[1:]), classes=classes, head_activation=None)
     params, state = model.init(jax.random.key(args.seed))

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jigcnn import allocator
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train import validate
@@ -64,7 +63,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         opt_state=None, config: dict | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
         on_divergence: str = "raise", mesh=None, eval_batch_size: int = 1024, diagnostic=None,
         loss_growth_limit: float | None = LOSS_GROWTH_LIMIT,
-        epoch_loop: str = "python", compiler_options="auto", retain_memory: bool = True) -> FitResult:
+        epoch_loop: str = "python", compiler_options="auto") -> FitResult:
     """Train ``model`` on ``train=(x, y)``, evaluating ``test`` and ``validation`` after every epoch.
 
     * Epochs: ``epochs`` (or the stopping rule's ``max_epochs``: 10 passes for
@@ -96,14 +95,11 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       ``on_epoch_end(epoch, record, params, state) -> dict``): the paper's Fig. 4 MAVs per
       layer every N epochs, joining the epoch's history record; with ``unit="step"`` every
       N training steps instead, collected in ``history.diagnostics``.
-    * ``retain_memory``: call :func:`jigcnn.allocator.retain_freed_memory` first (glibc only;
-      process-wide: freed memory stays in the process, so steps stop page-faulting their
-      temporaries; ``JIGCNN_RETAIN_MEMORY=0`` or False leaves the allocator alone).
+    * the process is left as it is: the allocator and the compilation cache are the program's
+      choice (:func:`jigcnn.runtime.configure_process`, which jigcnn's own programs call first).
     """
     validate.check_fit_inputs(model, train, test, validation, loss=loss, batch_size=batch_size, epochs=epochs,
                               stopping=stopping, checkpoint_dir=checkpoint_dir, resume=resume)
-    if retain_memory:
-        allocator.retain_freed_memory()
     augment = as_augment(augment)
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
