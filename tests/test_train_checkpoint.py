@@ -172,7 +172,8 @@ def test_the_previous_generation_is_kept_and_a_corrupt_latest_falls_back_to_it(t
     assert ckpt.read_header(prev)["meta"]["epoch"] == 1 and ckpt.read_header(path)["meta"]["epoch"] == 2
     _damage(path, "truncated")
     with pytest.warns(UserWarning, match=rf"checkpoint {path} is unreadable.*resuming from the previous checkpoint "
-                                         rf"{prev} \(epoch 1\); the corrupt file is kept as .*checkpoint\.corrupt\.npz"):
+                                         rf"{prev} \(epoch 1\); the corrupt file is kept as "
+                                         r".*checkpoint\.corrupt\.npz"):
         tree, meta = ckpt.load(path, LIKE)
     assert meta["epoch"] == 1 and float(tree["w"][1]) == 1.0
     assert not path.exists() and (tmp_path / "checkpoint.corrupt.npz").exists()
@@ -194,7 +195,8 @@ def test_both_generations_damaged_names_both(tmp_path):
 def test_a_corrupt_latest_is_not_kept_as_the_previous_generation(tmp_path):
     path, prev = _save_two(tmp_path)
     _damage(path, "bit-flipped")
-    with pytest.warns(UserWarning, match=rf"{path} is corrupt: member 'leaf_0.npy' fails its CRC check; not keeping it"):
+    with pytest.warns(UserWarning, match=rf"{path} is corrupt: member 'leaf_0.npy' fails its CRC check; "
+                                         r"not keeping it"):
         ckpt.save(path, {"w": np.zeros(4096, np.float32)}, {"epoch": 3})
     assert ckpt.read_header(prev)["meta"]["epoch"] == 1
 

@@ -201,7 +201,8 @@ def test_a_run_without_resume_refuses_a_folder_holding_a_checkpoint(tmp_path):
     path = _dummy_checkpoint(tmp_path / "run")
     before = open(path, "rb").read()
     with pytest.raises(CheckpointError, match=rf"fit: {tmp_path / 'run'} already holds a checkpoint "
-                                              rf"\({path}, epoch 4\); refusing to overwrite it.*resume=True.*overwrite"):
+                                              rf"\({path}, epoch 4\); refusing to overwrite it"
+                                              r".*resume=True.*overwrite"):
         _fit(tr, te, checkpoint_dir=tmp_path / "run")
     assert open(path, "rb").read() == before
 

@@ -77,16 +77,13 @@ def first_non_finite(a) -> tuple[int, ...] | None:
     dt = np.dtype(a.dtype) if hasattr(a, "dtype") else np.asarray(a).dtype
     if not (dt.kind in "fc" or "float" in dt.name):  # integers and booleans are always finite
         return None
-    try:
-        import jax
+    import jax
 
-        if isinstance(a, jax.Array):  # reduce on the device; fetch the data only when something is wrong
-            import jax.numpy as jnp
+    if isinstance(a, jax.Array):  # reduce on the device; fetch the data only when something is wrong
+        import jax.numpy as jnp
 
-            if bool(jnp.all(jnp.isfinite(a))):
-                return None
-    except ImportError:  # pragma: no cover - jax is a dependency
-        pass
+        if bool(jnp.all(jnp.isfinite(a))):
+            return None
     h = _host(a)
     bad = ~np.isfinite(h)
     if not bad.any():
@@ -103,7 +100,7 @@ def check_finite(a, what: str) -> None:
     n_bad = int((~np.isfinite(h)).sum())
     where = f"sample {idx[0]}" + (f", position {idx[1:]}" if len(idx) > 1 else "") if idx else "the scalar"
     raise BadDataError(f"{what} holds {n_bad} non-finite value(s): the first is {_fmt(h[idx])} at {where} "
-                    f"(index {idx}); clean or drop those samples before training")
+                       f"(index {idx}); clean or drop those samples before training")
 
 
 def check_input_shape(x, expected: tuple[int, ...], what: str) -> None:
