@@ -359,14 +359,10 @@ def main(argv=None) -> dict:
     if args.startup_repeats < 1:
         ap.error(f"--startup-repeats must be at least 1, got {args.startup_repeats}")
 
-    from jigcnn import allocator
+    from jigcnn.runtime import configure_process
 
-    retained = args.allocator == "retain" and allocator.retain_freed_memory(respect_env=False)
-
-    if not args.no_cache:
-        from jigcnn import compile_cache
-
-        compile_cache.enable()
+    retained = configure_process(retain_memory=args.allocator == "retain",
+                                 compilation_cache=not args.no_cache).retains_freed_memory
     nets = [n for n in args.nets.split(",") if n]
     batches = [int(b) for b in args.batches.split(",") if b]
     opts = args.optimizers or ("sgd,adam" if args.vs_torch else "sgd")
