@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
-        from jigcnn.train.loop import DivergenceError
+        from jigcnn.train import DivergenceError
 
         if not isinstance(e, DivergenceError):
             raise
