@@ -7,20 +7,34 @@ from jigcnn.model import Sequential
 
 __version__ = "0.1.0"
 
-_LAZY_SUBPACKAGES = ("backprop", "data", "diagnostics", "grad", "optim", "plots", "testing", "train")
+_LAZY_SUBPACKAGES = ("backprop", "data", "diagnostics", "grad", "ops", "optim", "plots", "reference", "runtime",
+                     "testing", "train")
+# the verbs the README uses, imported from their modules on first use
+_LAZY_NAMES = {"value_and_grad": "jigcnn.grad", "fit": "jigcnn.train.loop", "cross_validate": "jigcnn.train.cv",
+               "configure_process": "jigcnn.runtime"}
 
 
 def __getattr__(name):
-    """Import the heavier subpackages (`jigcnn.train`, `jigcnn.data`, ...) on first use."""
-    if name in _LAZY_SUBPACKAGES:
-        import importlib
+    """Import the heavier subpackages (`jigcnn.train`, `jigcnn.data`, ...) and verbs (`fit`, ...) on first use."""
+    import importlib
 
+    if name in _LAZY_SUBPACKAGES:
         return importlib.import_module(f"jigcnn.{name}")
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'jigcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    """The public names, imported or not."""
+    return sorted(set(globals()) | set(_LAZY_SUBPACKAGES) | set(_LAZY_NAMES))
+
 
 __all__ = [
     "activations", "initializers", "losses", "metrics", "zoo",
     "IgNetUniform", "ignet",
     "Layer", "Conv2D", "Dense", "Flatten", "Dropout", "Activation", "PReLU", "BatchNorm", "MaxPool", "AvgPool",
-    "Sequential",
+    "Sequential", "value_and_grad", "fit", "cross_validate", "configure_process",
 ]
