@@ -115,9 +115,6 @@ def progress_bar(progress, total, initial):
     return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True, leave=True)
 
 
-_progress_bar = progress_bar  # the old private name
-
-
 # ---------------------------------------------------------------- divergence
 
 
