@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,3 +74,16 @@ def test_mask_fraction_property(rate, seed, drop):
     state = transform(rate, key=jax.random.key(seed), resample="never").init(params)
     frac = 1.0 - float(np.asarray(state.mask["d"]["kernel"]).mean())
     assert abs(frac - rate) < 5 * np.sqrt(rate * (1 - rate) / 1e4)
+
+
+def test_learning_rates_must_be_positive_finite_numbers_or_schedules():
+    from jigcnn.errors import UserError
+    from jigcnn.optim.select import check_learning_rate
+
+    for bad, match in [(-1, r"lr must be a finite number > 0, got -1 \(a negative learning rate trains uphill\)"),
+                       (0.0, r"got 0\.0"), (float("nan"), "got nan"), ("fast", r"must be a number > 0.*'fast'"),
+                       (True, "got True")]:
+        with pytest.raises(UserError, match=match):
+            check_learning_rate(bad, "lr", "opt")
+    check_learning_rate(1e-3)
+    check_learning_rate(optax.linear_schedule(0.1, 0.0, 10))

@@ -174,18 +174,6 @@ def test_numbers_that_make_no_sense_are_refused(kw, match):
         _fit(tr, te, **kw)
 
 
-def test_learning_rates_must_be_positive_finite_numbers_or_schedules():
-    from jigcnn.optim.select import check_learning_rate
-
-    for bad, match in [(-1, r"lr must be a finite number > 0, got -1 \(a negative learning rate trains uphill\)"),
-                       (0.0, r"got 0\.0"), (float("nan"), "got nan"), ("fast", r"must be a number > 0.*'fast'"),
-                       (True, "got True")]:
-        with pytest.raises(UserError, match=match):
-            check_learning_rate(bad, "lr", "opt")
-    check_learning_rate(1e-3)
-    check_learning_rate(optax.linear_schedule(0.1, 0.0, 10))
-
-
 # ---------------------------------------------------------------- checkpoint folders (items 9, 11)
 
 
