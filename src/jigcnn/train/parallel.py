@@ -34,12 +34,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jigcnn.fast import native
+from jigcnn import ops
 from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules, History, after_epoch,
                                  check_divergence_args, new_run, progress_bar)
 from jigcnn.train.inputs import as_augment
 from jigcnn.train.stopping import resolve_epochs_and_monitor
-from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics
+from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics, step_kernels
 
 # ---------------------------------------------------------------- data parallelism
 
@@ -82,9 +82,10 @@ def data_parallel_train_step(model, loss, optimizer: optax.GradientTransformatio
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
                          metrics=metrics)
     rep, bat = replicated(mesh), batch_sharding(mesh, axis)
+    use = step_kernels(None, bat)  # the native kernels off when the batch is split (see step_kernels)
 
     def step(params, state, opt_state, x, y, key):
-        with native.suspended(mesh.size > 1):  # XLA would run the native kernels on the gathered batch
+        with ops.using(use):
             return update(params, state, opt_state, x, y, key, True)
 
     return jax.jit(step, in_shardings=(rep, rep, rep, bat, bat, rep), out_shardings=(rep, rep, rep, rep),
