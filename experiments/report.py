@@ -18,8 +18,8 @@ import time
 from experiments import common
 from jigcnn.atomic import write_text_atomic
 
-EXPERIMENTS = ("ignet_drawings", "keras_baseline", "depth_freezeconnect", "activations", "init_diagnostics",
-               "lenet_mnist", "fashion_mnist", "cifar10")
+EXPERIMENTS = ("ignet_drawings", "leak_anatomy", "keras_baseline", "depth_freezeconnect", "activations",
+               "init_diagnostics", "lenet_mnist", "fashion_mnist", "cifar10")
 
 
 def _load(results_dir: pathlib.Path) -> dict[str, dict]:
