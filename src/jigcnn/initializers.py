@@ -7,26 +7,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from jigcnn import host_random
-from jigcnn.host_random import HostKey
-
-
-def _uniform(key, shape, dtype, minval, maxval):
-    """``jax.random.uniform``, or its NumPy twin for a key on the host (`jigcnn.host_random`)."""
-    if isinstance(key, HostKey):
-        return host_random.uniform(key, shape, dtype, minval, maxval)
-    return jax.random.uniform(key, shape, dtype, minval, maxval)
-
 
 @dataclasses.dataclass(frozen=True)
 class Initializer:
-    """Base class: draws a layer's kernel and bias.
-
-    `kernel` and `bias` get a JAX key, or a :class:`jigcnn.host_random.HostKey` when
-    :meth:`draws_on_host` says the rule can draw with NumPy (then they return NumPy arrays).
-    """
+    """Base class: draws a layer's kernel and bias with ``jax.random`` from a JAX key."""
 
     def kernel(self, key, shape, extent: int, dtype=jnp.float32):
         """Draw a kernel of `shape`; `extent` is the filter's v*h (Eq. 3's normaliser)."""
@@ -34,11 +18,7 @@ class Initializer:
 
     def bias(self, key, shape, dtype=jnp.float32):
         """Draw a bias of `shape` (zeros unless the rule says otherwise)."""
-        return host_random.full(key, shape, 0, dtype)
-
-    def draws_on_host(self, dtype) -> bool:
-        """Whether `kernel` and `bias` accept a HostKey for `dtype` (a subclass must opt in)."""
-        return False
+        return jnp.zeros(shape, dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,18 +41,13 @@ class IgNetUniform(Initializer):
     def kernel(self, key, shape, extent, dtype=jnp.float32):
         """Eq. 3 kernel: uniform in +-W / (v h)."""
         limit = self.W / extent
-        return _uniform(key, shape, dtype, -limit, limit)
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
 
     def bias(self, key, shape, dtype=jnp.float32):
         """Eq. 3 bias: uniform in +-B."""
         if self.B == 0:
-            return host_random.full(key, shape, 0, dtype)
-        return _uniform(key, shape, dtype, -self.B, self.B)
-
-    def draws_on_host(self, dtype) -> bool:
-        """float32 draws, unless a subclass redefines how it draws."""
-        ours = type(self).kernel is IgNetUniform.kernel and type(self).bias is IgNetUniform.bias
-        return ours and np.dtype(dtype) == np.float32
+            return jnp.zeros(shape, dtype)
+        return jax.random.uniform(key, shape, dtype, -self.B, self.B)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,29 +60,8 @@ class VarianceScaling(Initializer):
 
     def kernel(self, key, shape, extent, dtype=jnp.float32):
         """Variance-scaled kernel; fans come from the shape (receptive field x channels)."""
-        if isinstance(key, HostKey):
-            if self.distribution != "uniform":
-                raise TypeError(f"VarianceScaling: a {self.distribution!r} kernel is not drawn on the host")
-            return self._host_uniform(key, shape, dtype)
         init = jax.nn.initializers.variance_scaling(self.scale, self.mode, self.distribution)
         return init(key, shape, dtype)
-
-    def _host_uniform(self, key, shape, dtype):
-        """jax.nn.initializers.variance_scaling(..., "uniform") in NumPy: U[-1, 1) * sqrt(3 * variance)."""
-        receptive = math.prod(shape) / shape[-2] / shape[-1]
-        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-        denominators = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2,
-                        "fan_geo_avg": (fan_in * fan_out) ** 0.5}
-        if self.mode not in denominators:
-            raise ValueError(f"VarianceScaling: invalid mode {self.mode!r}; choose one of {sorted(denominators)}")
-        denominator = denominators[self.mode]
-        variance = np.asarray(self.scale / denominator, dtype)
-        return host_random.uniform(key, shape, dtype, -1.0, 1.0) * np.sqrt(np.asarray(3, dtype) * variance)
-
-    def draws_on_host(self, dtype) -> bool:
-        """Uniform float32 draws, unless a subclass redefines how it draws."""
-        ours = type(self).kernel is VarianceScaling.kernel and type(self).bias is Initializer.bias
-        return ours and self.distribution == "uniform" and np.dtype(dtype) == np.float32
 
 
 def ignet(W: float = 1.0, B: float = 0.0) -> IgNetUniform:

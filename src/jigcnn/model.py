@@ -28,21 +28,12 @@ def _auto_names(layers: Sequence[Layer]) -> tuple[Layer, ...]:
 
 
 def _draw(layers: tuple[Layer, ...], input_shape: tuple[int, ...], dtype: str, key):
-    """(params, state) of `layers` for a per-sample `input_shape`, layer by layer.
-
-    With a :class:`jigcnn.host_random.HostKey` the arrays are NumPy's, and more than
-    ``host_random.MAX_ELEMENTS`` values in all raise ``host_random.TooLarge``.
-    """
-    keys = host_random.split_key(key, len(layers))
+    """(params, state) of `layers` for a per-sample `input_shape`, layer by layer (one key split per layer)."""
+    keys = jax.random.split(key, len(layers))
     params, state = {}, {}
     shape = input_shape
-    drawn = 0
     for layer, k in zip(layers, keys):
         shape, p, s = layer.init(k, shape, np.dtype(dtype))
-        if isinstance(key, host_random.HostKey):
-            drawn += sum(np.size(a) for a in jax.tree_util.tree_leaves((p, s)))
-            if drawn > host_random.MAX_ELEMENTS:
-                raise host_random.TooLarge(f"more than {host_random.MAX_ELEMENTS} values")
         if p:
             params[layer.name] = p
         if s:
@@ -99,21 +90,20 @@ class Sequential:
     def init(self, key, input_shape=None, dtype=np.float32):
         """Draw (params, state): dicts keyed by layer name (layers without any are left out).
 
-        Deterministic per key, with the values ``jax.random`` gives. When every layer can
-        (:meth:`Layer.draws_on_host`: uniform float32 initialisers, constants) and the key is a
-        concrete threefry2x32 key, the draw runs in NumPy (:mod:`jigcnn.host_random`, bit for bit
-        JAX's generator) and is put on the device: nothing is compiled. Otherwise it runs as one
-        jitted program (cached per layer spec, input shape and dtype, and in the persistent
-        compilation cache when that is on); against drawing layer by layer eagerly, its values
-        can then differ in the last bit (XLA fuses the scaling of some draws).
+        Deterministic per key: the values of the draw jitted as one program (cached per layer
+        spec, input shape and dtype, and in the persistent compilation cache when that is on).
+        Against drawing layer by layer eagerly, they can differ in the last bit (XLA fuses the
+        scaling of some draws). This is the one place that decides where the draw runs: the
+        layers' `init` is traced to a jaxpr and, when :func:`jigcnn.host_random.evaluate` can
+        run all of it exactly in NumPy (a concrete threefry2x32 key, uniform initialisers and
+        constants, float32, at most ``host_random.MAX_ELEMENTS`` random values), it runs there
+        and is put on the device: nothing is lowered or compiled. Otherwise it is jitted.
         """
         spec = (self.layers, self.shapes(input_shape)[0], np.dtype(dtype).name)
-        hkey = host_random.host_key(key)
-        if hkey is not None and all(layer.draws_on_host(np.dtype(dtype)) for layer in self.layers):
-            try:
-                return jax.device_put(_draw(*spec, hkey))
-            except host_random.TooLarge:
-                pass  # a big net: the compiled draw is faster
+        try:
+            return jax.device_put(host_random.evaluate(functools.partial(_draw, *spec), key))
+        except host_random.Unsupported:
+            pass  # a normal initialiser, a traced key, a big net, ...: the compiled draw
         try:
             init = _jitted_init(*spec)
         except TypeError:  # a layer holds an unhashable value (e.g. a custom initializer): no cache

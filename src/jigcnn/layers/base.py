@@ -8,20 +8,8 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
-from jigcnn.host_random import split_key
-
 Shape = tuple[int, ...]
 Params = dict[str, Any]
-
-
-def host_drawable(init):
-    """Mark a layer's `init` as one that takes a :class:`jigcnn.host_random.HostKey` and returns NumPy arrays.
-
-    `Sequential.init` then draws without compiling. A subclass that redefines `init` without
-    this mark takes the jitted draw (its `init` may call ``jax.random``).
-    """
-    init.host_drawable = True
-    return init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +31,9 @@ class Layer:
         """The per-sample output shape for a per-sample input shape (no data needed)."""
         raise NotImplementedError
 
-    @host_drawable
     def init(self, key, in_shape: Shape, dtype=np.float32) -> tuple[Shape, Params, Params]:
         """Infer the output shape and draw the parameters and state; the default has none."""
         return self.output_shape(in_shape), {}, {}
-
-    def draws_on_host(self, dtype) -> bool:
-        """Whether `init` can draw for `dtype` from a host key (its class's `init` is marked `host_drawable`)."""
-        return getattr(type(self).init, "host_drawable", False)
 
     def apply(self, params: Params, state: Params, x, *, train: bool = False, key=None):
         """Return (output, new_state) for a batch `x`."""
@@ -137,19 +120,12 @@ class Neurons(Layer):
             return "none"
         return self.bias
 
-    def draws_on_host(self, dtype) -> bool:
-        """A marked `init`, this `draw` (not a subclass's), and an initializer that draws on the host."""
-        from jigcnn.initializers import get_initializer
-
-        return (super().draws_on_host(dtype) and type(self).draw is Neurons.draw
-                and get_initializer(self.initializer, self.label()).draws_on_host(dtype))
-
     def draw(self, key, kernel_shape, extent: int, dtype, mask=None) -> tuple[Params, Params]:
         """(params, state): the kernel (zero where `mask` is False) and the bias where its mode puts it."""
         from jigcnn.initializers import get_initializer
 
         initializer = get_initializer(self.initializer, self.label())
-        kkey, bkey = split_key(key)
+        kkey, bkey = jax.random.split(key)
         kernel = initializer.kernel(kkey, kernel_shape, extent, dtype)
         if mask is not None:
             kernel = kernel * np.asarray(mask, dtype)

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jigcnn.activations import activation_param, check_activation, get_activation
-from jigcnn.host_random import full
-from jigcnn.layers.base import Layer, host_drawable
+from jigcnn.layers.base import Layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,10 +94,9 @@ class PReLU(Layer):
         """Unchanged."""
         return tuple(in_shape)
 
-    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """One slope per channel."""
-        return tuple(in_shape), {"alpha": full(key, (in_shape[-1],), self.init_slope, dtype)}, {}
+        return tuple(in_shape), {"alpha": jnp.full((in_shape[-1],), self.init_slope, dtype)}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
         """x for x > 0, alpha * x otherwise."""

@@ -8,8 +8,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 
-from jigcnn.host_random import full
-from jigcnn.layers.base import Layer, host_drawable
+from jigcnn.layers.base import Layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +40,11 @@ class BatchNorm(Layer):
             raise self.error("needs at least a channel axis")
         return tuple(in_shape)
 
-    @host_drawable
     def init(self, key, in_shape, dtype=np.float32):
         """scale = 1, offset = 0; running mean 0 and variance 1."""
         c = self.output_shape(in_shape)[-1]
-        params = {"scale": full(key, (c,), 1, dtype), "offset": full(key, (c,), 0, dtype)}
-        state = {"mean": full(key, (c,), 0, dtype), "var": full(key, (c,), 1, dtype)}
+        params = {"scale": jnp.ones((c,), dtype), "offset": jnp.zeros((c,), dtype)}
+        state = {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)}
         return tuple(in_shape), params, state
 
     def reduce_axes(self, x) -> tuple[int, ...]:
