@@ -34,10 +34,11 @@ from experiments import common
 
 NAME = "cifar10"
 THRESHOLDS = (0.70, 0.75, 0.80, 0.85)
-NETS = ("vgg_small", "thesis_cifar_cnn")
+NETS = ("vgg_small", "thesis_cifar_cnn", "resnet20")
+DEFAULT_NETS = ("vgg_small", "thesis_cifar_cnn")
 
 
-def run(out=None, data_dir=None, seed=0, quick=False, nets=NETS, epochs=14, batch_size=128, lr=0.1,
+def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=14, batch_size=128, lr=0.1,
         label_smoothing=0.1, fast_variance=True, keep_other_nets=True, argv=None, verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plot, print the table; return the results."""
     from jigcnn import zoo
@@ -165,7 +166,9 @@ def summary(results: dict) -> str:
 def main(argv=None) -> int:
     """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
-    p.add_argument("--nets", default=",".join(NETS))
+    p.add_argument("--nets", default=",".join(DEFAULT_NETS))
+    p.add_argument("--net", dest="nets", help="one net (e.g. resnet20: He et al.'s CIFAR ResNet-20, option A); "
+                   "same as --nets NET")
     p.add_argument("--epochs", type=int, default=14, help="epochs per net (14 x ~2.0 min fits the 30-minute goal here)")
     p.add_argument("--label-smoothing", type=float, default=0.1,
                    help="smooth the one-hot targets toward uniform by this much (0: plain cross-entropy)")

@@ -345,3 +345,13 @@ def test_run_program_prints_user_errors_in_one_line_unless_asked_for_the_traceba
     finally:
         if allocator.available():
             allocator.restore_defaults()
+
+
+def test_cifar10_quick_resnet20(tmp_path, shared_data_dir):
+    """`python -m experiments.cifar10 --net resnet20 --quick` trains ResNet-20 one epoch on the PNG subset."""
+    from experiments import cifar10
+
+    res = cifar10.run(out=tmp_path / "o", data_dir=shared_data_dir, quick=True, nets="resnet20", verbose=False)
+    data = _check(tmp_path / "o", "cifar10", res)
+    assert list(data["runs"]) == ["resnet20"]
+    assert data["runs"]["resnet20"]["params"][0] == 269_722

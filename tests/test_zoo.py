@@ -213,6 +213,18 @@ def test_vgg_small_counts_and_global_pool():
 def test_zoo_registry():
     assert set(zoo.ZOO) == {"ignet_fig5", "ignet_deep", "lenet5", "annt_lenet", "thesis_cifar_cnn",
                             "thesis_fashion_cnn", "thesis_mlp", "tutorial_cifar_net", "alexnet",
-                            "keras_drawings_net", "vgg_small"}
+                            "keras_drawings_net", "vgg_small", "resnet20"}
     for name, fn in zoo.ZOO.items():
         assert fn.__doc__ and len(fn.__doc__) > 80, name
+
+
+def test_resnet20_is_he_et_al_option_a():
+    """He et al. 2016's CIFAR ResNet-20: 0.27M parameters (269,722 with batch norm's scale and offset), option A."""
+    from jigcnn import zoo
+
+    model = zoo.resnet20()
+    assert model.count_params() == (269_722, 1_376)
+    assert model.shapes()[-1] == (10,)
+    names = [r[0] for r in model.param_counts()]
+    assert "stage2/block1/shortcut" in names and "stage3/block3/conv2" in names
+    assert zoo.resnet20(shortcut="B").count_params()[0] == 272_474

@@ -3,6 +3,7 @@
 from jigcnn import activations, initializers, losses, metrics, zoo
 from jigcnn.initializers import IgNetUniform, ignet
 from jigcnn.layers import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool, PReLU
+from jigcnn.layers.graph import GlobalAvgPool, IdentityShortcut, Parallel, Residual, Serial
 from jigcnn.model import Sequential
 
 __version__ = "0.1.0"
@@ -36,5 +37,6 @@ __all__ = [
     "activations", "initializers", "losses", "metrics", "zoo",
     "IgNetUniform", "ignet",
     "Layer", "Conv2D", "Dense", "Flatten", "Dropout", "Activation", "PReLU", "BatchNorm", "MaxPool", "AvgPool",
+    "Serial", "Residual", "Parallel", "IdentityShortcut", "GlobalAvgPool",
     "Sequential", "value_and_grad", "fit", "cross_validate", "configure_process",
 ]

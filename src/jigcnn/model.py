@@ -135,10 +135,17 @@ class Sequential:
         return self.apply(params, state, x, train=train, key=key)
 
     def param_counts(self, input_shape=None) -> list[tuple[str, str, tuple, int, int]]:
-        """Rows (name, kind, output shape, trainable, non-trainable), computed without drawing weights."""
+        """Rows (name, kind, output shape, trainable, non-trainable), computed without drawing weights.
+
+        A graph block (`jigcnn.layers.graph`) gives a row per inner layer, named by its nested name
+        (``stage2/block1/conv1``), then its own row (its output shape, counts 0) after them.
+        """
         shapes = self.shapes(input_shape)
         rows = []
         for layer, shape_in, shape_out in zip(self.layers, shapes[:-1], shapes[1:]):
+            if hasattr(layer, "param_rows"):  # a graph block: one row per inner layer (nested names), then its own
+                rows.extend(layer.param_rows(layer.name, shape_in))
+                continue
             _, p, s = jax.eval_shape(lambda k, lyr=layer, sh=shape_in: lyr.init(k, sh), jax.random.key(0))
             non_trainable = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(s))
             rows.append((layer.name, type(layer).__name__, shape_out, layer.trainable_count(p), non_trainable))

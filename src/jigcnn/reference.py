@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jigcnn.layers import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, PReLU
+from jigcnn.layers.graph import GlobalAvgPool, IdentityShortcut, Parallel, Residual, Serial
 from jigcnn.objective import Aux
 
 # --- activations, each from plain jnp / lax operations (derivative at a kink: the left one, 0 for relu) ---
@@ -140,9 +141,57 @@ def _prelu(layer: PReLU, params, state, x, *, train, key):
     return jnp.where(x > 0, x, params["alpha"] * x), state
 
 
+def _global_avg_pool(layer: GlobalAvgPool, params, state, x, *, train, key):
+    return jnp.sum(x, axis=(1, 2)) / (x.shape[1] * x.shape[2]), state
+
+
+def _identity_shortcut(layer: IdentityShortcut, params, state, x, *, train, key):
+    sy, sx = (layer.strides, layer.strides) if isinstance(layer.strides, int) else tuple(layer.strides)
+    sub = lax.slice(x, (0, 0, 0, 0), x.shape, (1, sy, sx, 1))
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(sub, zero, ((0, 0, 0), (0, 0, 0), (0, 0, 0), (0, layer.features - x.shape[-1], 0))), state
+
+
+# --- graph combinators: plain composition of the inner layers' reference forwards (never the block's apply) ---
+
+
+def _inner(layer, params, state, x, new_state, *, train, key):
+    y, s = forward(layer, params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, key=key)
+    if s:
+        new_state[layer.name] = s
+    return y
+
+
+def _serial(layer: Serial, params, state, x, *, train, key):
+    new_state = {}
+    for inner, k in zip(layer.layers, layer.child_keys(key)):
+        x = _inner(inner, params, state, x, new_state, train=train, key=k)
+    return x, new_state
+
+
+def _residual(layer: Residual, params, state, x, *, train, key):
+    new_state, keys = {}, layer.child_keys(key)
+    h = x
+    for inner, k in zip(layer.body, keys):
+        h = _inner(inner, params, state, h, new_state, train=train, key=k)
+    s = x if layer.shortcut is None else _inner(layer.shortcut, params, state, x, new_state, train=train, key=keys[-1])
+    return activation(layer.activation, h + s), new_state
+
+
+def _parallel(layer: Parallel, params, state, x, *, train, key):
+    new_state = {}
+    outs = [_inner(b, params, state, x, new_state, train=train, key=k)
+            for b, k in zip(layer.branches, layer.child_keys(key))]
+    if layer.join == "sum":
+        return sum(outs[1:], outs[0]), new_state
+    return lax.concatenate(outs, outs[0].ndim - 1), new_state
+
+
 _FORWARDS: dict[type, Callable] = {
     Conv2D: _conv, Dense: _dense, MaxPool: _max_pool, AvgPool: _avg_pool, BatchNorm: _batch_norm,
     Dropout: _dropout, Flatten: _flatten, Activation: _activation, PReLU: _prelu,
+    GlobalAvgPool: _global_avg_pool, IdentityShortcut: _identity_shortcut,
+    Serial: _serial, Residual: _residual, Parallel: _parallel,
 }
 
 

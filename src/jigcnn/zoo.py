@@ -18,6 +18,7 @@ published nets whatever head is chosen; pass `head_activation=None` to get logit
 | alexnet | thesis Sec. 3.6.2, Figs. 14-15 | 60,965,224 |
 | keras_drawings_net | IgNet paper Sec. 4, Fig. 2 (the Keras net) | depends on outputs |
 | vgg_small | a small VGG-style baseline (not from the seeds) | 288,746 (+896 non-trainable) |
+| resnet20 | He et al. 2016, Sec. 4.2 (CIFAR-10 ResNet-20, shortcut option A) | 269,722 (+1,376 non-trainable) |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from jigcnn.initializers import ignet
 from jigcnn.layers import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool
+from jigcnn.layers.graph import GlobalAvgPool, IdentityShortcut, Residual, Serial
 from jigcnn.model import Sequential
 
 # LeCun et al. 1998, Table I: which S2 feature map (row, 0..5) feeds which C3 map (column, 0..15).
@@ -317,6 +319,46 @@ def vgg_small(classes: int = 10, *, input_shape=(32, 32, 3), widths=(32, 64, 128
     return Sequential(_head(layers, head_activation), input_shape=input_shape)
 
 
+def _resnet_block(width: int, strides: int, in_width: int, shortcut: str, initializer, name: str) -> Residual:
+    """He et al.'s basic block: conv 3x3 (stride) - BN - ReLU - conv 3x3 - BN, plus the shortcut, then ReLU."""
+    body = [Conv2D(width, 3, strides=strides, padding="same", bias="none", initializer=initializer, name="conv1"),
+            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn1"), Activation("relu", name="relu1"),
+            Conv2D(width, 3, padding="same", bias="none", initializer=initializer, name="conv2"),
+            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn2")]
+    short = None
+    if strides != 1 or width != in_width:
+        if shortcut == "A":
+            short = IdentityShortcut(width, strides, name="shortcut")
+        else:
+            short = Serial([Conv2D(width, 1, strides=strides, bias="none", initializer=initializer, name="conv"),
+                            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn")], name="shortcut")
+    return Residual(body, shortcut=short, activation="relu", name=name)
+
+
+def resnet20(classes: int = 10, *, input_shape=(32, 32, 3), blocks: int = 3, widths=(16, 32, 64),
+             shortcut: str = "A", initializer="he_normal", head_activation: str | None = "softmax") -> Sequential:
+    """ResNet-20 for CIFAR-10 (He et al. 2016, Sec. 4.2): 269,722 trainable + 1,376 non-trainable (0.27M).
+
+    conv 3x3 16 - BN - ReLU, then 3 stages of `blocks` basic blocks (16-32-64 maps; the first
+    block of stages 2 and 3 halves the map with stride 2), global average pooling, FC 10. Shortcut
+    "A" (the paper's CIFAR choice): identity, subsampled and zero-padded where the shape changes;
+    "B": a 1x1 strided conv + BN projection there (272,474 + 1,568). 6 * blocks + 2 layers deep
+    (blocks=3: 20; 5: ResNet-32; 9: ResNet-56). Names read `stage2/block1/conv1`.
+    """
+    if shortcut not in ("A", "B"):
+        raise ValueError(f"resnet20: shortcut must be 'A' (zero-padded identity) or 'B' (1x1 projection), got {shortcut!r}")
+    layers = [Conv2D(widths[0], 3, padding="same", bias="none", initializer=initializer, name="conv1"),
+              BatchNorm(momentum=0.9, epsilon=1e-5, name="bn1"), Activation("relu", name="relu1")]
+    in_width = widths[0]
+    for i, width in enumerate(widths, start=1):
+        stage = [_resnet_block(width, 2 if (i > 1 and b == 1) else 1, in_width if b == 1 else width, shortcut,
+                               initializer, f"block{b}") for b in range(1, blocks + 1)]
+        layers.append(Serial(stage, name=f"stage{i}"))
+        in_width = width
+    layers += [GlobalAvgPool(name="pool"), Dense(classes, initializer=initializer, name="fc")]
+    return Sequential(_head(layers, head_activation), input_shape=input_shape)
+
+
 ZOO: dict[str, Callable[..., Sequential]] = {
     "ignet_fig5": ignet_fig5,
     "ignet_deep": ignet_deep,
@@ -329,6 +371,7 @@ ZOO: dict[str, Callable[..., Sequential]] = {
     "alexnet": alexnet,
     "keras_drawings_net": keras_drawings_net,
     "vgg_small": vgg_small,
+    "resnet20": resnet20,
 }
 
 __all__ = ["ZOO", "LENET5_C3_TABLE", *ZOO]

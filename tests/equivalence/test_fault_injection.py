@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jigcnn import Conv2D, MaxPool, Sequential, zoo
+from jigcnn import Conv2D, MaxPool, Sequential, Serial, zoo
 from jigcnn.testing import check_network
 
 from test_network_equivalence import exact_fig5_inputs, fig5_net
@@ -180,6 +180,57 @@ def test_injected_error_fails_the_equivalence_checks(module_name, function, dtyp
             with pytest.raises(AssertionError, match="differs from the reference oracle"):
                 check_network(model, loss, x, t, params=params, state=state, train=True, key=jax.random.key(1),
                               rtol=rtol)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+
+
+# --- the graph combinators' hand-written backward (jigcnn.backprop.graph): each rule off by 1e-6 must fail ---
+
+GRAPH_RULES = ["Serial", "Residual", "Parallel", "IdentityShortcut", "GlobalAvgPool"]
+GRAPH_CHAIN_RULES = ["fork", "sum_join", "concat_split"]
+
+
+def _graph_case():
+    from test_graph_equivalence import graph_net
+
+    model = Sequential([Serial([graph_net().layers[0]], name="outer"), *graph_net().layers[1:]],
+                       input_shape=(8, 8, 2))
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 2), jnp.float64)
+    return model, x, jnp.array([0, 1, 2])
+
+
+@pytest.mark.parametrize("rule", GRAPH_RULES)
+def test_perturbed_combinator_backward_fails_the_graph_check(rule, monkeypatch, x64):
+    """A combinator's registered backward with its outputs scaled by 1 + 1e-6: the graph equivalence check fails."""
+    import jigcnn.layers.graph as layers_graph
+    from jigcnn.backprop import registry
+
+    model, x, t = _graph_case()
+    check_network(model, "softmax_cross_entropy", x, t, train=True)  # the control
+    cls = getattr(layers_graph, rule)
+    fwd, bwd = registry._RULES[cls]
+    monkeypatch.setitem(registry._RULES, cls, registry.Rule(fwd, _perturbed(bwd, 1e-6)))
+    jax.clear_caches()
+    try:
+        with pytest.raises(AssertionError, match="differs from the reference oracle"):
+            check_network(model, "softmax_cross_entropy", x, t, train=True)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+
+
+@pytest.mark.parametrize("function", GRAPH_CHAIN_RULES)
+def test_perturbed_graph_chain_rule_fails_the_graph_check(function, monkeypatch, x64):
+    """Eq. 1a's graph rules (fork, sum, concatenation) scaled by 1 + 1e-6: the graph equivalence check fails."""
+    from jigcnn.backprop import graph
+
+    model, x, t = _graph_case()
+    monkeypatch.setattr(graph, function, _perturbed(getattr(graph, function), 1e-6))
+    jax.clear_caches()
+    try:
+        with pytest.raises(AssertionError, match="differs from the reference oracle"):
+            check_network(model, "softmax_cross_entropy", x, t, train=True, modes=("manual", "manual_reference"))
     finally:
         monkeypatch.undo()
         jax.clear_caches()

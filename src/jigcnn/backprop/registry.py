@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from jigcnn.backprop import conv, other
+from jigcnn.backprop import conv, graph, other
 from jigcnn.layers import Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool, PReLU
+from jigcnn.layers.graph import GlobalAvgPool, IdentityShortcut, Parallel, Residual, Serial
 
 
 class Rule(NamedTuple):
@@ -31,6 +32,12 @@ _RULES: dict[type, Rule] = {
     Flatten: Rule(other.flatten_forward, other.flatten_backward),
     Activation: Rule(other.activation_forward, other.activation_backward),
     PReLU: Rule(other.prelu_forward, other.prelu_backward),
+    # the graph combinators: the chain rule of Eq. 1a over the graph (fork, sum, concatenation)
+    Serial: Rule(graph.serial_forward, graph.serial_backward),
+    Residual: Rule(graph.residual_forward, graph.residual_backward),
+    Parallel: Rule(graph.parallel_forward, graph.parallel_backward),
+    IdentityShortcut: Rule(graph.identity_shortcut_forward, graph.identity_shortcut_backward),
+    GlobalAvgPool: Rule(graph.global_avg_pool_forward, graph.global_avg_pool_backward),
 }
 
 
@@ -46,3 +53,6 @@ def rule_for(layer) -> Rule:
             return _RULES[cls]
     raise TypeError(f"{layer.label()}: no hand-written backward registered for {type(layer).__name__}; "
                     "use jigcnn.backprop.register(LayerType, forward, backward)")
+
+
+graph.bind_registry(rule_for)  # the combinators look their inner layers' rules up here

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from jigcnn.diagnostics.report import Diagnostic, make_diagnose
+from jigcnn.layers.graph import get_path, leaf_layers, nested_names, split_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +50,34 @@ class Calibration:
 
 
 def scale_kernels(params, scales: dict):
-    """A copy of `params` with `params[layer]["kernel"]` multiplied by `scales[layer]` (Eq. 3 is linear in W)."""
+    """A copy of `params` with `params[layer]["kernel"]` multiplied by `scales[layer]` (Eq. 3 is linear in W).
+
+    A layer name may be nested (``"stage2/block1/conv1"``: the kernel at that path of names).
+    """
+
+    def scaled(tree, path, s):
+        tree = dict(tree)
+        if len(path) == 1:
+            layer_params = dict(tree[path[0]])
+            layer_params["kernel"] = layer_params["kernel"] * np.asarray(s, layer_params["kernel"].dtype)
+            tree[path[0]] = layer_params
+        else:
+            tree[path[0]] = scaled(tree[path[0]], path[1:], s)
+        return tree
+
     out = dict(params)
     for name, s in scales.items():
-        layer_params = dict(out[name])
-        layer_params["kernel"] = layer_params["kernel"] * np.asarray(s, layer_params["kernel"].dtype)
-        out[name] = layer_params
+        out = scaled(out, split_name(name), s)
     return out
 
 
 def _initial_amplitudes(model, names):
     from jigcnn.initializers import IgNetUniform, get_initializer
 
+    by_name = {"/".join(path): layer for path, layer in leaf_layers(model)}
     amps = {}
     for name in names:
-        init = get_initializer(getattr(model[name], "initializer", None) or "ignet", name)
+        init = get_initializer(getattr(by_name[name], "initializer", None) or "ignet", name)
         amps[name] = float(init.W) if isinstance(init, IgNetUniform) else 1.0
     return amps
 
@@ -80,7 +94,8 @@ def calibrate_init(model, params, state, x, targets, loss, *, target=(0.01, 0.1)
     if not 0 < lo < hi:
         raise ValueError(f"calibrate_init: target must be (lo, hi) with 0 < lo < hi, got {target!r}")
     fn = make_diagnose(model, loss, train=train)
-    names = [n for n in model.names if isinstance(params.get(n), dict) and "kernel" in params[n]]
+    names = [n for n in nested_names(model) if isinstance(get_path(params, split_name(n)), dict)
+             and "kernel" in get_path(params, split_name(n))]
     if layers is not None:
         unknown = sorted(set(layers) - set(names))
         if unknown:

@@ -9,7 +9,8 @@ jitted forward + backward pass gives the MAV of
 * ``delta_mav``       the full neuron derivative w.r.t. the bias, dL/dz (Eq. 2), printed "*"
 * ``weight_grad_mav`` the loss derivative w.r.t. the weights, dL/dw (Eq. 1),    printed "***"
 
-Layers without weights (a softmax head) get NaN in the weight columns.
+Layers without weights (a softmax head) get NaN in the weight columns. Layers inside graph blocks
+(`jigcnn.layers.graph`) get a row each, named by their nested name (``stage2/block1/conv1``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jigcnn.backprop import manual_value_and_grad
+from jigcnn.layers.graph import get_path, leaf_layers, nested_names
 
 COLUMNS = ("input_mav", "act_deriv_mav", "weight_mav", "delta_mav", "weight_grad_mav")
 # header marks as in the paper's console output: "*" for the four quantities, "***" for dL/dw
@@ -128,20 +130,24 @@ def make_diagnose(model, loss, *, train: bool = False) -> Callable:
     are reduced on the device, so only a few scalars per layer come back.
     """
     vg = manual_value_and_grad(model, loss)
-    kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+    # every layer, those inside graph blocks too, by its nested name ("stage2/block1/conv1"); the
+    # records and params of an inner layer sit at its path of names (jigcnn.layers.graph)
+    leaves = [("/".join(path), path, layer) for path, layer in leaf_layers(model)]
+    names = nested_names(model)
+    kinds = {name: type(layer).__name__ for name, _, layer in leaves}
 
     def mavs(params, state, x, targets, key):
         (value, aux), _ = vg(params, state, x, targets, train=train, key=key)
         out = {}
-        for layer in model.layers:
-            rec = aux.intermediates.get(layer.name)
+        for name, path, layer in leaves:
+            rec = get_path(aux.intermediates, path)
             if not rec:
                 continue
-            p = params.get(layer.name, {})
+            p = get_path(params, path, {})
             nan = jnp.array(jnp.nan, jnp.float32)
             kernel = p.get("kernel")
             mask = None if kernel is None else _kernel_mask(layer, kernel)
-            out[layer.name] = {
+            out[name] = {
                 "input_mav": _mav(rec["input"]),
                 "act_deriv_mav": _mav(rec["act_deriv"]),
                 "weight_mav": nan if kernel is None else _mav(kernel, mask),
@@ -155,7 +161,7 @@ def make_diagnose(model, loss, *, train: bool = False) -> Callable:
     def diagnose_fn(params, state, x, targets, key=None, step=None) -> Diagnostic:
         value, out = jax.device_get(jitted(params, state, jnp.asarray(x), jnp.asarray(targets), key))
         rows = tuple(LayerRow(name, kinds[name], *(float(out[name][c]) for c in COLUMNS))
-                     for name in model.names if name in out)
+                     for name in names if name in out)
         return Diagnostic(rows, float(value), None if step is None else int(step))
 
     diagnose_fn.jitted = jitted  # the raw compiled function (dict of device scalars), for embedding in other jits

@@ -65,14 +65,23 @@ def biases_only(path, leaf) -> bool:
     return bool(names) and names[-1] == "bias"
 
 
+def in_layers(names, path) -> bool:
+    """Whether an array's key path lies under one of the (nested, ``/``-joined) layer names.
+
+    ``"stage2"`` covers every array of the block ``stage2``; ``"stage2/block1/conv1"`` those of
+    that inner layer only (params of graph blocks nest by inner name, see `jigcnn.layers.graph`).
+    """
+    p = path_names(path)
+    return any("/".join(p[:i]) in names for i in range(1, len(p) + 1))
+
+
 def layers(*names: str) -> Predicate:
-    """Predicate factory: every array of the layers called ``names``."""
+    """Predicate factory: every array of the layers called ``names`` (nested names such as ``"stage2/block1/conv1"`` too)."""
     wanted = frozenset(names)
 
     def pred(path, leaf) -> bool:
         del leaf
-        p = path_names(path)
-        return bool(p) and p[0] in wanted
+        return in_layers(wanted, path)
 
     pred.layer_names = wanted  # lets callers check the names exist
     return pred
@@ -91,6 +100,25 @@ def any_of(*preds: Predicate) -> Predicate:
 def layer_names(params) -> list[str]:
     """The top-level (layer) names of a params dict."""
     return list(params.keys()) if isinstance(params, dict) else []
+
+
+def nested_layer_names(params) -> list[str]:
+    """Every layer name of a params dict, nested ones ``/``-joined (``"stage2"``, ``"stage2/block1"``, ...).
+
+    The names that `layers` accepts: every dict level above the arrays.
+    """
+    out = []
+
+    def walk(tree, prefix):
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                name = f"{prefix}{k}"
+                out.append(name)
+                walk(v, name + "/")
+
+    if isinstance(params, dict):
+        walk(params, "")
+    return out
 
 
 def _broadcast_prefix(prefix, tree, what: str):

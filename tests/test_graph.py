@@ -1,0 +1,69 @@
+"""Graph combinators (jigcnn.layers.graph): construction errors, nested names, and the name-based features on a residual net."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jigcnn import BatchNorm, Conv2D, Dense, Flatten, IdentityShortcut, Parallel, Residual, Sequential, Serial, zoo
+from jigcnn.layers.graph import GlobalAvgPool, leaf_layers
+
+
+def small_resnet():
+    return Sequential([
+        Conv2D(4, 3, padding="same", activation="relu", name="stem"),
+        Serial([Residual([Conv2D(4, 3, padding="same", bias="none", name="conv1"), BatchNorm(name="bn1")],
+                         activation="relu", name="block1"),
+                Residual([Conv2D(6, 3, strides=2, padding="same", activation="relu", name="conv1")],
+                         shortcut=IdentityShortcut(6, 2), activation="relu", name="block2")], name="stage1"),
+        GlobalAvgPool(), Dense(3)], input_shape=(8, 8, 2))
+
+
+def test_nested_names_and_params_layout():
+    model = small_resnet()
+    names = ["/".join(p) for p, _ in leaf_layers(model)]
+    assert "stage1/block1/conv1" in names and "stage1/block2/shortcut" in names
+    params, state = model.init(jax.random.key(0))
+    assert params["stage1"]["block1"]["conv1"]["kernel"].shape == (3, 3, 4, 4)
+    assert state["stage1"]["block1"]["bn1"]["mean"].shape == (4,)
+    rows = {r[0]: r for r in model.param_counts()}
+    assert rows["stage1/block2/conv1"][3] == 3 * 3 * 4 * 6 + 6
+
+
+def test_sum_of_mismatched_shapes_names_both_branches():
+    with pytest.raises(ValueError, match=r"branch 'a' of output shape \(8, 8, 2\) and branch 'b' of output shape \(8, 8, 3\)"):
+        Sequential([Parallel([Conv2D(2, 1, name="a"), Conv2D(3, 1, name="b")])], input_shape=(8, 8, 1))
+
+
+def test_residual_shape_mismatch_and_concat_spatial_mismatch():
+    with pytest.raises(ValueError, match=r"res: cannot add the body .* \(4, 4, 2\) and the identity shortcut of shape \(8, 8, 2\)"):
+        Sequential([Residual([Conv2D(2, 3, strides=2, padding="same")], name="res")], input_shape=(8, 8, 2))
+    with pytest.raises(ValueError, match="sizes before the channel axis differ"):
+        Sequential([Parallel([Conv2D(2, 1), Conv2D(2, 1, strides=2)], join="concat")], input_shape=(8, 8, 1))
+
+
+def test_duplicate_inner_names():
+    with pytest.raises(ValueError, match=r"blk: inner layer names must be unique within the block, repeated: \['c'\]"):
+        Serial([Conv2D(2, 1, name="c"), Conv2D(2, 1, name="c")], name="blk")
+    with pytest.raises(ValueError, match="unique"):
+        Sequential([Serial([Conv2D(2, 1)], name="s"), Serial([Conv2D(2, 1)], name="s")])
+
+
+def test_resnet20_has_the_published_parameter_count():
+    assert zoo.resnet20().count_params() == (269_722, 1_376)  # He et al. 2016: 0.27M (option A)
+    assert "resnet20" in zoo.ZOO
+
+
+def test_diagnose_and_select_by_nested_name():
+    from jigcnn.diagnostics import diagnose
+    from jigcnn.optim import layers
+
+    model = small_resnet()
+    params, state = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
+    d = diagnose(model, params, state, x, jnp.array([0, 1, 2, 0]), "softmax_cross_entropy")
+    assert "stage1/block1/conv1" in d.layers and d["stage1/block2/conv1"].weight_grad_mav > 0
+    pred = layers("stage1/block1/conv1")
+    sel = jax.tree_util.tree_map_with_path(lambda p, a: pred(p, a), params)
+    assert sel["stage1"]["block1"]["conv1"]["kernel"] and not sel["stage1"]["block2"]["conv1"]["kernel"]
+    assert not sel["stem"]["kernel"]
