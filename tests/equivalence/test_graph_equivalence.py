@@ -34,3 +34,39 @@ def test_graph_net_equals_the_oracle(x64):
 ])
 def test_single_layers(layer, shape, x64):
     check_backward(layer, shape)
+
+
+_ACTS = ["tanh", "sigmoid", "identity", "elu"]
+
+
+def random_block(rng, channels, depth):
+    """A seeded random small graph on (H, W, channels) maps that keeps the shape: a conv, a residual, parallel branches or a chain."""
+    act = _ACTS[rng.integers(len(_ACTS))]
+    choice = rng.integers(4) if depth > 0 else 0
+    if choice == 0:
+        return Conv2D(channels, int(rng.choice([1, 3])), padding="same", activation=act)
+    if choice == 1:
+        return Residual([random_block(rng, channels, depth - 1) for _ in range(int(rng.integers(1, 3)))], activation=act)
+    if choice == 2:
+        if rng.integers(2):
+            return Parallel([random_block(rng, channels, depth - 1) for _ in range(int(rng.integers(1, 4)))], join="sum")
+        widths = [1 + int(rng.integers(2)) for _ in range(2)]
+        return Serial([Parallel([Conv2D(w, 1, activation=act) for w in widths], join="concat"),
+                       Conv2D(channels, 1)])
+    return Serial([random_block(rng, channels, depth - 1) for _ in range(int(rng.integers(1, 3)))])
+
+
+def random_graph_net(seed):
+    """A net of random nested blocks between a stem conv and a global-average-pool + dense head."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 4))
+    blocks = [random_block(rng, c, 2) for _ in range(int(rng.integers(1, 3)))]
+    return Sequential([Conv2D(c, 3, padding="same", activation="tanh"), *blocks, GlobalAvgPool(), Dense(2)],
+                      input_shape=(5, 5, 2))
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.slow if s >= 8 else ()) for s in range(40)])
+def test_random_nestings_equal_the_oracle(seed, x64):
+    model = random_graph_net(seed)
+    x = jax.random.normal(jax.random.key(seed), (2, 5, 5, 2), jnp.float64)
+    check_network(model, "mse", x, jnp.zeros((2, 2), jnp.float64), train=True)
