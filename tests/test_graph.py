@@ -67,3 +67,47 @@ def test_diagnose_and_select_by_nested_name():
     sel = jax.tree_util.tree_map_with_path(lambda p, a: pred(p, a), params)
     assert sel["stage1"]["block1"]["conv1"]["kernel"] and not sel["stage1"]["block2"]["conv1"]["kernel"]
     assert not sel["stem"]["kernel"]
+
+
+def test_fit_with_checkpoints_freezeconnect_and_freezing_by_nested_name(tmp_path):
+    """fit (hand-written gradients) on a small residual net: a frozen inner conv stays put, checkpoints resume."""
+    import optax
+
+    from jigcnn.optim import freeze, freezeconnect, layers
+    from jigcnn.train import fit
+
+    model = small_resnet()
+    params, state = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(32, 8, 8, 2)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 32))
+    tx = optax.chain(freeze(optax.sgd(0.05), layers("stage1/block1/conv1")),
+                     freezeconnect(0.5, key=jax.random.key(3), where=layers("stage1/block2"), resample="step"))
+    out = fit(model, params, state, tx, (x, y), epochs=2, batch_size=8, key=jax.random.key(1),
+              loss="softmax_cross_entropy", grad_method="manual", checkpoint_dir=tmp_path, progress=False)
+    p = out.params
+    np.testing.assert_array_equal(p["stage1"]["block1"]["conv1"]["kernel"], params["stage1"]["block1"]["conv1"]["kernel"])
+    assert not np.array_equal(p["stage1"]["block2"]["conv1"]["kernel"], params["stage1"]["block2"]["conv1"]["kernel"])
+    assert not np.array_equal(p["stem"]["kernel"], params["stem"]["kernel"])
+    again = fit(model, params, state, tx, (x, y), epochs=2, batch_size=8, key=jax.random.key(1),
+                loss="softmax_cross_entropy", grad_method="manual", checkpoint_dir=tmp_path, resume=True,
+                progress=False)
+    np.testing.assert_array_equal(again.params["stage1"]["block2"]["conv1"]["kernel"],
+                                  p["stage1"]["block2"]["conv1"]["kernel"])
+
+
+def test_eq3_init_and_calibrate_init_per_inner_layer():
+    """Eq. 3 ranges per inner conv (W / (v h)), and calibrate_init steering nested layers by nested name."""
+    from jigcnn import ignet
+    from jigcnn.diagnostics import calibrate_init
+
+    model = Sequential([Conv2D(3, 3, padding="same", initializer=ignet(1.0, 0.1), name="stem"),
+                        Residual([Conv2D(3, 3, padding="same", initializer=ignet(4.0, 0.1), name="conv1")], name="res"),
+                        Flatten(), Dense(1, initializer=ignet(10.0, 0.1))], input_shape=(6, 6, 1))
+    params, state = model.init(jax.random.key(0))
+    k = np.abs(np.asarray(params["res"]["conv1"]["kernel"]))
+    assert k.max() <= 4.0 / 9 and k.max() > 0.8 * 4.0 / 9
+    x = jax.random.uniform(jax.random.key(1), (8, 6, 6, 1))
+    cal = calibrate_init(model, params, state, x, jnp.ones((8, 1)), "mae", max_iters=8)
+    assert set(cal.amplitudes) == {"stem", "res/conv1", "dense4"}
+    assert cal.diagnostic["res/conv1"].weight_grad_mav > 0
