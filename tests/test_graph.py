@@ -111,3 +111,20 @@ def test_eq3_init_and_calibrate_init_per_inner_layer():
     cal = calibrate_init(model, params, state, x, jnp.ones((8, 1)), "mae", max_iters=8)
     assert set(cal.amplitudes) == {"stem", "res/conv1", "dense4"}
     assert cal.diagnostic["res/conv1"].weight_grad_mav > 0
+
+
+def test_fit_folds_vmapped_and_cross_validate_on_a_residual_net():
+    """The k-fold protocols train a residual net (folds vmapped as one program, and one by one)."""
+    import optax
+
+    from jigcnn.train import cross_validate
+
+    model = small_resnet()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 8, 8, 2)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    for vmapped in (True, False):
+        res = cross_validate(model, x, y, np.arange(24), protocol="grouped", optimizer=optax.sgd(0.05),
+                             loss="softmax_cross_entropy", k=2, augment_factor=1, epochs=1, batch_size=8,
+                             vmapped=vmapped, progress=False)
+        assert len(res.folds) == 2
