@@ -438,19 +438,27 @@ def plot(out, results) -> str:
                 for c in cells:
                     if (c["task"] == task and c["protocol"] == proto and c["role"] in ("training", "corner")
                             and c[factor] in values and c["test"] is not None):
-                        ax.plot(values.index(c[factor]), c["test"], marker="^" if c["training"] == "converge"
-                                else "v", mfc="none", color=colours[proto], ls="none")
+                        xi = values.index(c[factor])
+                        ax.plot(xi, c["test"], marker="^" if c["training"] == "converge" else "v", mfc="none",
+                                color=colours[proto], ls="none")
+                        other = [c[q] for q in ("augmentation", "net", "training")
+                                 if q != factor and c[q] != centre[q]]
+                        ax.annotate(",".join(other), (xi, c["test"]), xytext=(4, 0), textcoords="offset points",
+                                    fontsize=5, color=colours[proto])
             ax.axhline(GOAL["regression_mape_percent"] if kind == "regression" else 1.0, color="k", lw=1.5,
                        label="published IgNet")
             ax.set_xticks(range(len(values)), values, fontsize=7)
             ax.set_xlabel({"augmentation": "augmentation (weakest left)", "net": "capacity"}[factor]
-                          + "; open triangles: long training / corners", fontsize=7)
+                          , fontsize=7)
             ax.set_ylabel("test MAPE % (lower is better)" if kind == "regression" else "test accuracy")
             ax.set_title(f"{task}: vs {factor} ({'net ' + fixed.get('net', '') if 'net' in fixed else 'aug. ' + fixed['augmentation']})",
                          fontsize=8)
             if row == 0 and col == 0:
                 ax.legend(fontsize=6)
-    fig.suptitle("Leak anatomy: " + ("real data" if results["real_data"] else "SYNTHETIC STAND-IN data"), fontsize=9)
+    fig.suptitle("Leak anatomy: " + ("real data" if results["real_data"] else "SYNTHETIC STAND-IN data")
+                 + "; open triangles: corner / long-training cells, labelled by what differs from the centre",
+                 fontsize=9)
+    fig.tight_layout()
     return common.save_fig(fig, pathlib.Path(out) / "leak_anatomy.png")
 
 
