@@ -1,63 +1,119 @@
-"""Training-step throughput of IgNet's Fig. 5 net and LeNet-5 (issues 2 and 7).
+"""Training-step throughput: jigcnn (autodiff, hand-written) against PyTorch (NCHW, channels_last), each in its own process.
 
-``PYTHONPATH=src python -m experiments.bench [--nets ignet_fig5,lenet5] [--batches 32,256]
-[--optimizers sgd,adam] [--repeats 7] [--quick] [--vs-torch] [--json PATH] [--startup]
-[--allocator retain|default]``
+``PYTHONPATH=src python -m experiments.bench [--vs-torch] [--nets ignet_fig5,lenet5,...] [--batches 32,256]
+[--optimizers sgd,adam] [--contenders autodiff,manual,torch-nchw,torch-channels_last] [--repeats 7]
+[--repeat-seconds 0.25] [--quick] [--no-peak] [--gemm-size 2048] [--json PATH] [--startup]
+[--allocator retain|default] [--no-cache]``
 
-For every (net, batch, optimizer) row it times the jitted, params-donated jigcnn train
-step (``jigcnn.train.make_train_step``) with autodiff gradients and with the hand-written
-ones (and, with ``--vs-torch``, the same net in PyTorch eager NCHW with ``torch.optim``),
-interleaving the contenders repeat by repeat (A, B, C, A, B, C, ...) so machine noise hits
-all alike, and reports the median samples/s. Compilation (the first call) is reported
-apart. It also prints the achieved GFLOP/s (forward + backward conv/matmul FLOPs counted
-analytically per sample) next to the machine's measured float32 GEMM peak, the
-hand-written / autodiff step-time ratio (must stay <= 1.25) and the load average.
-By default the process first calls ``jigcnn.allocator.retain_freed_memory`` (as the
-experiments do); PyTorch, timed in the same process, runs under the same allocator.
+How it measures (issue 19; docs/performance.md, "How the bench measures"):
+
+* Every contender of a row runs in its own persistent worker process (``python -m experiments.bench
+  --worker SPEC``), talking JSON lines over its stdin/stdout: no two thread pools share a process.
+  A jigcnn worker calls `jigcnn.runtime.configure_process` first, then builds the model, the
+  optimizer and `jigcnn.train.make_train_step` (jitted, params donated); a PyTorch worker sets
+  ``torch.set_num_threads(<cores>)`` and builds the same net (eager, NCHW or channels_last,
+  `torch.optim`). Both take one first step (compilation included) and report it, measured in-process
+  and from the moment the bench launched the process. The workers of a row start one after another
+  (each first step measured with the others idle), then each is calibrated and warmed up.
+* The timed repeats are interleaved round-robin (A 1, B 1, C 1, ..., A 2, B 2, ...): only one
+  worker runs at a time, the others wait on their pipe. Each repeat runs ~``--repeat-seconds`` of
+  steps; a worker times its own steps and replies with the wall time.
+* Per row and contender: the median samples/s over the repeats, their min-max and IQR, the step
+  time, the achieved GFLOP/s and fraction of the machine's best measured GEMM peak, and the row's
+  load average before and after. The ratio is jigcnn's best method over the best PyTorch contender.
+* FLOPs (`step_flops`): forward = 2 x the multiply-adds of every Conv2D and Dense layer, from the
+  layer shapes; a training step = 3 x forward (forward, weight gradient, input gradient), less the
+  input gradient of the first layer with parameters (no contender computes it: the data needs none).
+  Batch norm, activations, pooling, the loss and the optimizer are not counted.
+* The GEMM peak: a float32 n x n matmul (n = ``--gemm-size``) with XLA (jitted `jnp.dot`), NumPy's
+  BLAS and PyTorch, each in its own worker process, best of several runs.
+* A worker that fails reports its error; the row shows it and goes on with the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import os
+import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+import traceback
+from dataclasses import dataclass
 
 import numpy as np
 
-NETS = ("ignet_fig5", "lenet5")
-INPUT_SHAPES = {"ignet_fig5": (58, 36, 1), "lenet5": (28, 28, 1)}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = 10
-LEARNING_RATE = 1e-3
-MANUAL_LIMIT = 1.25
+MANUAL_LIMIT = 1.25  # the hand-written step may take at most this many times the autodiff step
+ONECYCLE_STEPS = 10 ** 6  # the schedules' length: the bench's steps all fall in the warm-up phase
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A bench net: its input shape and the batch sizes and optimizers of its rows."""
+
+    input_shape: tuple
+    batches: tuple
+    optimizers: tuple
+
+
+# the paper's nets (IgNet Fig. 5, LeNet-5) as the earlier benches ran them; the wide nets as their
+# experiments train them: experiments/cifar10.py (batch 128, SGD Nesterov 0.9 on a one-cycle schedule
+# peaking at 0.1, weight decay 5e-4 on the kernels, vgg_small with fast_variance) and
+# experiments/fashion_mnist.py (batch 64, Adam on a one-cycle cosine, peak 2e-3). Every row's loss is
+# softmax cross-entropy on integer labels: cifar10's label smoothing (element-wise work on the
+# (batch, 10) logits) has no hand-written gradient in jigcnn, so the manual contender could not run it.
+NETS = {
+    "ignet_fig5": NetSpec((58, 36, 1), (32, 256), ("sgd", "adam")),
+    "lenet5": NetSpec((28, 28, 1), (32, 256), ("sgd", "adam")),
+    "vgg_small": NetSpec((32, 32, 3), (128,), ("nesterov",)),
+    "thesis_cifar_cnn": NetSpec((32, 32, 3), (128,), ("nesterov",)),
+    "thesis_fashion_cnn": NetSpec((28, 28, 1), (64,), ("adam-onecycle",)),
+}
+OPTIMIZERS = {
+    "sgd": "plain SGD, lr 1e-3",
+    "adam": "Adam, lr 1e-3",
+    "nesterov": "SGD Nesterov 0.9, one-cycle peak 0.1, weight decay 5e-4 on the kernels (experiments/cifar10.py)",
+    "adam-onecycle": "Adam, one-cycle cosine peak 2e-3 (experiments/fashion_mnist.py)",
+}
+JIGCNN_CONTENDERS = ("autodiff", "manual", "plain-autodiff", "plain-manual")
+TORCH_CONTENDERS = ("torch-nchw", "torch-channels_last")
+CONTENDERS = JIGCNN_CONTENDERS + TORCH_CONTENDERS
+GEMM_BACKENDS = ("xla", "numpy", "torch")
+
+
+# ----------------------------------------------------------------------------------------------
+# pure parts: the models' shapes and FLOPs, the schedule, the statistics, the comparison
 
 
 def build_model(net: str):
     """The jigcnn model (logits out, for softmax cross-entropy) of a bench net."""
     from jigcnn import zoo
 
+    if net not in NETS:
+        raise ValueError(f"unknown net {net!r}; choose from {list(NETS)}")
     if net == "ignet_fig5":
         return zoo.ignet_fig5(CLASSES, head_activation=None)
     if net == "lenet5":
-        return zoo.lenet5((28, 28, 1), CLASSES, head_activation=None)
-    raise ValueError(f"unknown net {net!r}; choose from {NETS}")
+        return zoo.lenet5(NETS[net].input_shape, CLASSES, head_activation=None)
+    if net == "vgg_small":
+        return zoo.vgg_small(CLASSES, head_activation=None, fast_variance=True)
+    return getattr(zoo, net)(CLASSES, head_activation=None)
 
 
-def flops_per_sample(model) -> int:
-    """Forward + backward conv/matmul FLOPs of one sample (2 per multiply-add).
-
-    Per layer: forward, weight gradient (same count) and input gradient (same count,
-    skipped for the first layer with parameters: the input needs none).
-    """
+def step_flops(model) -> dict:
+    """Per-sample FLOPs: ``forward`` (2 x multiply-adds of Conv2D/Dense) and ``train`` (3 x, less the first layer's input gradient)."""
     from jigcnn.layers import Conv2D, Dense
 
     shapes = model.shapes()
-    total, first = 0, True
+    forward = train = 0
+    first = True
     for layer, shape_in in zip(model.layers, shapes[:-1]):
         if isinstance(layer, Conv2D):
             (kh, kw), _, _, _, (ho, wo, co) = layer.geometry(shape_in)
@@ -65,214 +121,521 @@ def flops_per_sample(model) -> int:
             links = shape_in[-1] * co if m is None else int(m.sum())
             fwd = 2 * ho * wo * kh * kw * links
         elif isinstance(layer, Dense):
-            fwd = 2 * shape_in[0] * layer.features
+            fwd = 2 * int(np.prod(shape_in)) * layer.features
+        elif hasattr(layer, "layers"):
+            raise NotImplementedError(f"step_flops: nested layer {type(layer).__name__} is not counted")
         else:
             continue
-        total += fwd * (2 if first else 3)
+        forward += fwd
+        train += fwd * (2 if first else 3)  # forward + weight gradient (+ input gradient)
         first = False
-    return total
+    return {"forward": forward, "train": train}
 
 
-def gemm_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
-    """Measured float32 GEMM rate (GFLOP/s) of a jitted n x n `jnp.dot` (best of `repeats`)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-    b = jnp.asarray(np.random.default_rng(1).standard_normal((n, n), np.float32))
-    f = jax.jit(jnp.dot)
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(times) / 1e9
+def flops_per_sample(model) -> int:
+    """Training-step FLOPs of one sample (`step_flops`'s ``train``)."""
+    return step_flops(model)["train"]
 
 
-def load_average() -> tuple[float, float, float]:
+def interleaved_schedule(names, repeats: int) -> list[tuple[int, str]]:
+    """The round-robin order of the timed repeats: (0, A), (0, B), ..., (1, A), (1, B), ..."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    return [(r, name) for r in range(repeats) for name in names]
+
+
+def summarise(batch: int, step_seconds) -> dict:
+    """Samples/s of the repeats: median, min, max, quartiles (IQR), and the median step time."""
+    sps = sorted(batch / t for t in step_seconds)
+    if not sps:
+        raise ValueError("summarise: no repeats")
+    q1, _, q3 = statistics.quantiles(sps, n=4, method="inclusive") if len(sps) > 1 else (sps[0],) * 3
+    return {"median_sps": statistics.median(sps), "min_sps": sps[0], "max_sps": sps[-1],
+            "q1_sps": q1, "q3_sps": q3, "median_step_s": statistics.median(step_seconds),
+            "samples_sps": [batch / t for t in step_seconds]}
+
+
+def is_torch(contender: str) -> bool:
+    """Whether the contender is a PyTorch one."""
+    return contender.startswith("torch-")
+
+
+def compare(medians: dict) -> dict:
+    """jigcnn's best method against the best PyTorch contender, from {contender: median samples/s or None (failed)}.
+
+    The jigcnn side is the best of autodiff/manual (the ``plain-`` variants count only when neither
+    ran); returns ``jigcnn_best``, ``torch_best`` (names or None), ``ratio`` (None when a side has
+    no result) and ``manual_over_autodiff`` (step-time ratio, None unless both ran).
+    """
+    ok = {c: v for c, v in medians.items() if v is not None and math.isfinite(v) and v > 0}
+    jig = [c for c in ok if not is_torch(c) and not c.startswith("plain-")] or [
+        c for c in ok if not is_torch(c)]
+    tor = [c for c in ok if is_torch(c)]
+    jbest = max(jig, key=ok.get) if jig else None
+    tbest = max(tor, key=ok.get) if tor else None
+    out = {"jigcnn_best": jbest, "torch_best": tbest,
+           "ratio": ok[jbest] / ok[tbest] if jbest and tbest else None, "manual_over_autodiff": None}
+    if "manual" in ok and "autodiff" in ok:
+        out["manual_over_autodiff"] = ok["autodiff"] / ok["manual"]  # = manual step time / autodiff step time
+    return out
+
+
+def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages (as `uptime` shows them)."""
     try:
-        return os.getloadavg()
+        return list(os.getloadavg())
     except OSError:  # pragma: no cover
-        return (float("nan"),) * 3
+        return [float("nan")] * 3
 
 
-@dataclass
-class Contender:
-    """One way of running a training step: `run(steps)` runs that many steps and waits for them."""
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
 
-    name: str
-    run: Callable[[int], None]
-    first_step_s: float
-    times: list = field(default_factory=list)  # seconds per step, one entry per repeat
+
+def torch_available() -> bool:
+    """Whether PyTorch is installed (looked up, not imported: it is not a jigcnn dependency)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# the workers' side: building a contender, timing steps, the GEMM peak
 
 
 def _data(net: str, batch: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    x = rng.random((batch,) + INPUT_SHAPES[net], dtype=np.float32)
+    x = rng.random((batch,) + tuple(NETS[net].input_shape), dtype=np.float32)
     y = rng.integers(0, CLASSES, batch).astype(np.int32)
     return x, y
 
 
-def jax_contender(net: str, batch: int, method: str = "autodiff", optimizer: str = "sgd",
-                  seed: int = 0) -> Contender:
-    """The jigcnn train step (jitted, params and optimizer state donated) for this row.
+def jax_optimizer(name: str):
+    """The optax optimizer of a bench optimizer name (the experiments' own for nesterov / adam-onecycle)."""
+    import optax
 
-    `method` is "autodiff" or "manual"; "plain-autodiff" / "plain-manual" trace the step with
-    the fast few-channel convolutions switched off (XLA's convolution throughout), for comparison.
-    """
-    from jigcnn import ops
+    from jigcnn.optim import make_optimizer, onecycle_sgd
 
-    plain = method.startswith("plain-")
-    with ops.using(banded_conv=False) if plain else ops.using():
-        # the step is traced within: make_train_step captures the configuration
-        return _jax_contender(net, batch, method.removeprefix("plain-"), optimizer, seed, method)
+    if name in ("sgd", "adam"):
+        return make_optimizer({"name": name, "learning_rate": 1e-3})
+    if name == "nesterov":
+        return onecycle_sgd(0.1, ONECYCLE_STEPS)
+    if name == "adam-onecycle":
+        return optax.adam(optax.cosine_onecycle_schedule(ONECYCLE_STEPS, 2e-3, pct_start=0.25))
+    raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
 
 
-def _jax_contender(net, batch, method, optimizer, seed, label) -> Contender:
+def _jax_runner(spec: dict):
+    from jigcnn.runtime import configure_process
+
+    settings = configure_process(retain_memory=spec["allocator"] == "retain", compilation_cache=spec["cache"])
     import jax
 
-    from jigcnn.optim import make_optimizer
+    from jigcnn import ops
     from jigcnn.train import make_train_step
 
+    method = spec["contender"]
+    net = spec["net"]
     model = build_model(net)
-    params, state = model.init(jax.random.key(seed))
-    tx = make_optimizer({"name": optimizer, "learning_rate": LEARNING_RATE})
+    params, state = model.init(jax.random.key(spec["seed"]))
+    tx = jax_optimizer(spec["optimizer"])
     opt_state = tx.init(params)
-    step = make_train_step(model, "softmax_cross_entropy", tx, grad_method=method)
-    xn, yn = _data(net, batch, seed)
+    plain = method.startswith("plain-")
+    with ops.using(banded_conv=False) if plain else ops.using():  # the step captures the configuration
+        step = make_train_step(model, "softmax_cross_entropy", tx, grad_method=method.removeprefix("plain-"))
+    xn, yn = _data(net, spec["batch"], spec["seed"])
     x, y = jax.device_put(xn), jax.device_put(yn)
-    key = jax.random.key(seed + 1)
+    key = jax.random.key(spec["seed"] + 1)
     carry = [params, state, opt_state]
 
-    t0 = time.perf_counter()
-    p, s, o, _ = step(carry[0], carry[1], carry[2], x, y, key)
-    jax.block_until_ready(p)
-    first = time.perf_counter() - t0
-    carry[:] = [p, s, o]
-
-    def run(steps: int) -> None:
+    def run(steps: int) -> float:
         p, s, o = carry
+        t0 = time.perf_counter()
         for _ in range(steps):
             p, s, o, _ = step(p, s, o, x, y, key)
         jax.block_until_ready(p)
+        seconds = time.perf_counter() - t0
         carry[:] = [p, s, o]
+        return seconds
 
-    return Contender(f"jigcnn-{label}", run, first)
+    info = {"jax": jax.__version__, "retains_freed_memory": settings.retains_freed_memory,
+            "compilation_cache": settings.compilation_cache is not None}
+    return run, info
 
 
-def torch_available() -> bool:
-    """Whether PyTorch can be imported (it is not a jigcnn dependency)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _load_jigcnn_allocator():
+    """`jigcnn.allocator` loaded from its file alone (the jigcnn package would import JAX into the PyTorch worker)."""
+    found = importlib.util.find_spec("jigcnn")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = os.path.join(list(found.submodule_search_locations)[0], "allocator.py")
+    spec = importlib.util.spec_from_file_location("_bench_jigcnn_allocator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def torch_model(net: str):
-    """The same net in PyTorch, NCHW; IgNet's frozen (zero) biases are kept and not trained."""
+    """The bench net in PyTorch: the same layers, padding, batch norm (Keras momentum/epsilon), dropout and parameters."""
     from torch import nn
 
-    if net == "ignet_fig5":
-        conv = nn.Conv2d(1, 16, 5)
-        fc = nn.Linear(16 * 54 * 32, CLASSES)
+    if net not in NETS:
+        raise ValueError(f"unknown net {net!r}; choose from {list(NETS)}")
+    h, w, c = NETS[net].input_shape
+    if net == "ignet_fig5":  # identity activations; biases frozen at zero, as jigcnn's bias="frozen"
+        conv = nn.Conv2d(c, 16, 5)
+        fc = nn.Linear(16 * (h - 4) * (w - 4), CLASSES)
         for b in (conv.bias, fc.bias):
             b.requires_grad_(False)
             b.data.zero_()
         return nn.Sequential(conv, nn.Flatten(), fc)
     if net == "lenet5":
         return nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, CLASSES),
-        )
-    raise ValueError(f"unknown net {net!r}")
+            nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, CLASSES))
+
+    def bn(width):  # Keras's defaults, as jigcnn's BatchNorm: running = 0.99 running + 0.01 batch, eps 1e-3
+        return nn.BatchNorm2d(width, eps=1e-3, momentum=0.01)
+
+    layers, cin = [], c
+    if net == "vgg_small":  # 3 x [2 x (conv 3x3 same, no bias - BN - ReLU), maxpool 2], global avg pool, FC
+        for width in (32, 64, 128):
+            for _ in range(2):
+                layers += [nn.Conv2d(cin, width, 3, padding=1, bias=False), bn(width), nn.ReLU()]
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        return nn.Sequential(*layers, nn.AvgPool2d((h, w)), nn.Flatten(), nn.Linear(cin, CLASSES))
+    # thesis CNN: 2 x [conv-ReLU-BN, conv-ReLU-BN, maxpool, dropout 0.25], FC 64 ReLU, dropout, FC 10
+    for width in (32, 64):
+        layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(), bn(width),
+                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), bn(width), nn.MaxPool2d(2), nn.Dropout(0.25)]
+        cin, h, w = width, h // 2, w // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * h * w, 64), nn.ReLU(), nn.Dropout(0.25),
+                         nn.Linear(64, CLASSES))
 
 
-def torch_contender(net: str, batch: int, optimizer: str = "sgd", seed: int = 0, threads: int = 2) -> Contender:
-    """PyTorch eager CPU: the same net NCHW, `torch.optim.SGD` / `Adam`, cross-entropy on logits."""
+def torch_param_counts(model) -> tuple[int, int]:
+    """(trainable, non-trainable) of a PyTorch net, counted as jigcnn does: frozen parameters and BN running stats are non-trainable."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    running = sum(b.numel() for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var"))
+    return trainable, frozen + running
+
+
+def check_param_counts(net: str, model, expected) -> None:
+    """Raise AssertionError unless the PyTorch net's parameter counts equal jigcnn's `model.count_params()`."""
+    got = torch_param_counts(model)
+    assert got[0] == expected[0], (
+        f"{net}: the PyTorch net has {got[0]:,} trainable parameters, jigcnn's {expected[0]:,}")
+    assert got[1] == expected[1], (
+        f"{net}: the PyTorch net has {got[1]:,} non-trainable values, jigcnn's {expected[1]:,}")
+
+
+def torch_optimizer(name: str, model):
+    """(optimizer, scheduler or None): the `torch.optim` counterpart of `jax_optimizer(name)`."""
     import torch
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = torch_model(net)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.SGD(trainable, lr=LEARNING_RATE) if optimizer == "sgd"
-           else torch.optim.Adam(trainable, lr=LEARNING_RATE))
-    xn, yn = _data(net, batch, seed)
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=1e-3), None
+    if name == "adam":
+        return torch.optim.Adam(trainable, lr=1e-3), None
+    if name == "nesterov":  # decay on the kernels only (conv and linear weights), as onecycle_sgd
+        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": 5e-4},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=ONECYCLE_STEPS, pct_start=0.25,
+                                                        div_factor=10.0, final_div_factor=100.0, cycle_momentum=False)
+    if name == "adam-onecycle":  # optax.cosine_onecycle_schedule's defaults: div 25, final div 1e4
+        opt = torch.optim.Adam(trainable, lr=2e-3)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=ONECYCLE_STEPS, pct_start=0.25,
+                                                        cycle_momentum=False)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
+
+
+def _torch_runner(spec: dict):
+    retained = False
+    if spec["allocator"] == "retain":  # the same allocator setting as the jigcnn workers get
+        alloc = _load_jigcnn_allocator()
+        retained = bool(alloc and alloc.retain_freed_memory())
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    net = spec["net"]
+    model = torch_model(net)
+    if spec.get("expect_params") is not None:
+        check_param_counts(net, model, spec["expect_params"])
+    model.train()  # batch statistics, dropout on: as jigcnn's train step
+    channels_last = spec["contender"] == "torch-channels_last"
+    xn, yn = _data(net, spec["batch"], spec["seed"])
     x = torch.from_numpy(np.ascontiguousarray(xn.transpose(0, 3, 1, 2)))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(yn.astype(np.int64))
+    opt, sched = torch_optimizer(spec["optimizer"], model)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def one():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-
-    t0 = time.perf_counter()
-    one()
-    first = time.perf_counter() - t0
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            one()
-
-    return Contender("torch-eager", run, first)
-
-
-def time_interleaved(contenders: list[Contender], repeats: int, target_s: float = 0.25) -> None:
-    """Time every contender `repeats` times, round-robin; each repeat runs ~`target_s` of steps."""
-    steps = {}
-    for c in contenders:  # calibrate (also a warm-up run)
+    def run(steps: int) -> float:
         t0 = time.perf_counter()
-        c.run(2)
-        per = (time.perf_counter() - t0) / 2
-        steps[c.name] = max(2, int(target_s / max(per, 1e-6)))
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        return time.perf_counter() - t0
+
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "retains_freed_memory": retained,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    return run, info
+
+
+def gemm_gflops(backend: str, n: int = 2048, repeats: int = 7, threads: int | None = None) -> float:
+    """Measured float32 n x n matmul rate (GFLOP/s, best of `repeats`) with XLA, NumPy's BLAS or PyTorch, in this process."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), np.float32)
+    b = rng.standard_normal((n, n), np.float32)
+    if backend == "xla":
+        import jax
+        import jax.numpy as jnp
+
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        f = jax.jit(jnp.dot)
+
+        def one():
+            f(a, b).block_until_ready()
+    elif backend == "numpy":
+        def one():
+            np.dot(a, b)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads or cores())
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+        def one():
+            torch.mm(ta, tb)
+    else:
+        raise ValueError(f"unknown GEMM backend {backend!r}; choose from {list(GEMM_BACKENDS)}")
+    one()
+    times = []
     for _ in range(repeats):
-        for c in contenders:
-            n = steps[c.name]
-            t0 = time.perf_counter()
-            c.run(n)
-            c.times.append((time.perf_counter() - t0) / n)
+        t0 = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / min(times) / 1e9
 
 
-def bench_row(net: str, batch: int, optimizer: str = "sgd", *, repeats: int = 7, methods=("autodiff", "manual"),
-              vs_torch: bool = False, target_s: float = 0.25, peak_gflops: float | None = None) -> dict:
-    """Throughput of one (net, batch, optimizer) row: samples/s (median), first-step time, GFLOP/s, ratios."""
-    contenders = [jax_contender(net, batch, m, optimizer) for m in methods]
-    if vs_torch:
-        contenders.append(torch_contender(net, batch, optimizer))
-    time_interleaved(contenders, repeats, target_s)
-    fl = flops_per_sample(build_model(net))
-    row = {"net": net, "batch": batch, "optimizer": optimizer, "repeats": repeats,
-           "flops_per_sample": fl, "load_avg": list(load_average())}
-    for c in contenders:
-        med = statistics.median(c.times)
-        key = c.name.replace("jigcnn-", "").replace("-eager", "")
-        row[f"{key}_step_s"] = med
-        row[f"{key}_sps"] = batch / med
-        row[f"{key}_first_step_s"] = c.first_step_s
-        row[f"{key}_gflops"] = fl * batch / med / 1e9
-        row[f"{key}_spread"] = (min(c.times), max(c.times))
-    if "autodiff" in methods and "manual" in methods:
-        row["manual_over_autodiff"] = row["manual_step_s"] / row["autodiff_step_s"]
-    for m in methods:
-        if m.startswith("plain-") and m.removeprefix("plain-") in methods:
-            row[f"{m.removeprefix('plain-')}_speedup_over_plain"] = row[f"{m}_step_s"] / row[f"{m.removeprefix('plain-')}_step_s"]
-    jig = [m for m in methods if not m.startswith("plain-")] or list(methods)
-    best = max(jig, key=lambda m: row[f"{m}_sps"])
-    row["jigcnn_method"] = best
-    row["jigcnn_sps"] = row[f"{best}_sps"]
-    row["jigcnn_gflops"] = row[f"{best}_gflops"]
-    if vs_torch:
-        row["torch_sps"] = row["torch_sps"]
-        row["ratio"] = row["jigcnn_sps"] / row["torch_sps"]
-    if peak_gflops:
-        row["peak_fraction"] = row["jigcnn_gflops"] / peak_gflops
+def worker_main(spec_json: str) -> int:
+    """A worker process's loop: build the contender, report the first step, then answer "time N steps" until "exit"."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
+
+    def send(msg: dict) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    try:
+        spec = json.loads(spec_json)
+        t0 = time.perf_counter()
+        if spec["kind"] == "gemm":
+            send({"ready": True, "gflops": gemm_gflops(spec["backend"], spec["n"], spec["repeats"], spec["threads"]),
+                  "n": spec["n"]})
+            run = None
+        else:
+            run, info = (_torch_runner if is_torch(spec["contender"]) else _jax_runner)(spec)
+            setup = time.perf_counter() - t0
+            first = run(1)
+            send({"ready": True, "setup_s": setup, "first_step_s": first, "first_step_epoch": time.time(),
+                  "info": info})
+    except BaseException as e:  # noqa: BLE001 -- every failure is reported to the bench, which goes on
+        send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]})
+        return 1
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg.get("cmd") == "exit":
+            break
+        if msg.get("cmd") == "time" and run is not None:
+            try:
+                send({"seconds": run(int(msg["steps"]))})
+            except BaseException as e:  # noqa: BLE001
+                send({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]})
+                return 1
+        else:
+            send({"error": f"unknown request {msg!r}"})
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the bench's side: workers, rows, the peak
+
+
+class WorkerError(RuntimeError):
+    """A worker reported an error, died, or did not answer in time."""
+
+
+def worker_command(spec: dict) -> list[str]:
+    """The command line that starts a worker process for `spec`."""
+    return [sys.executable, "-m", "experiments.bench", "--worker", json.dumps(spec)]
+
+
+def worker_env(spec: dict) -> dict:
+    """The worker's environment: jigcnn and experiments importable; PyTorch's OpenMP threads wait passively."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT] + (
+        [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if spec.get("kind") == "gemm" and spec.get("backend") == "torch" or is_torch(spec.get("contender", "")):
+        # OpenMP's default spin-waiting keeps burning a core after each call (measured 10-20x slower on a
+        # busy 2-core machine); passive waiting is PyTorch's best case here, and it leaves the other
+        # workers alone while this one idles (set before torch is imported)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+class Worker:
+    """One worker process: JSON lines to its stdin, from its stdout; its stderr kept for error reports."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self._stderr = tempfile.TemporaryFile()
+        self._buf = b""
+        self.spawn_epoch = time.time()
+        self.proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, bufsize=0, cwd=ROOT, env=worker_env(spec))
+
+    def stderr_tail(self, lines: int = 6) -> str:
+        """The last lines the worker wrote to stderr."""
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    def recv(self, timeout: float) -> dict:
+        """The worker's next message; WorkerError if it reports an error, exits or stays silent `timeout` s."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerError(f"no answer within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self.proc.wait(timeout=10)
+                    tail = self.stderr_tail()
+                    raise WorkerError(f"worker exited (code {self.proc.returncode})" + (f": {tail}" if tail else ""))
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg = json.loads(line)
+        if "error" in msg:
+            raise WorkerError(msg["error"])
+        return msg
+
+    def request(self, msg: dict, timeout: float) -> dict:
+        """Send one request and wait for its answer."""
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+        except (BrokenPipeError, OSError) as e:
+            raise WorkerError(f"worker gone ({e})") from None
+        return self.recv(timeout)
+
+    def close(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a few seconds."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"cmd": "exit"}\n')
+                self.proc.stdin.close()
+                self.proc.wait(timeout=15)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+
+def gemm_peak(n: int = 2048, repeats: int = 7, backends=GEMM_BACKENDS, timeout: float = 300) -> dict:
+    """The float32 GEMM rate of each backend, each measured in its own worker process; and the best of them."""
+    out = {"n": n, "repeats": repeats, "gflops": {}, "errors": {}}
+    for backend in backends:
+        w = Worker({"kind": "gemm", "backend": backend, "n": n, "repeats": repeats, "threads": cores()})
+        try:
+            out["gflops"][backend] = w.recv(timeout)["gflops"]
+        except WorkerError as e:
+            out["errors"][backend] = str(e)
+        finally:
+            w.close()
+    ok = out["gflops"]
+    out["best_backend"] = max(ok, key=ok.get) if ok else None
+    out["best_gflops"] = ok[out["best_backend"]] if ok else None
+    return out
+
+
+def run_row(net: str, batch: int, optimizer: str, contenders, *, repeats: int = 7, target_s: float = 0.25,
+            allocator: str = "retain", cache: bool = True, peak_gflops: float | None = None, seed: int = 0,
+            timeout: float = 900) -> dict:
+    """One (net, batch, optimizer) row: each contender in its own worker, timed round-robin; medians, spreads, ratio."""
+    model = build_model(net)
+    flops = step_flops(model)
+    counts = model.count_params()
+    row = {"net": net, "batch": batch, "optimizer": optimizer, "repeats": repeats, "repeat_seconds": target_s,
+           "forward_flops_per_sample": flops["forward"], "train_flops_per_sample": flops["train"],
+           "params": {"trainable": counts[0], "non_trainable": counts[1]}, "load_before": load_average(),
+           "contenders": {}}
+    res = row["contenders"]
+    workers = {}
+    for c in contenders:  # one at a time: each first step is measured with the other workers idle
+        res[c] = {"error": None, "step_s": []}
+        spec = {"kind": "train", "contender": c, "net": net, "batch": batch, "optimizer": optimizer, "seed": seed,
+                "allocator": allocator, "cache": cache, "threads": cores(),
+                "expect_params": list(counts) if is_torch(c) else None}
+        w = Worker(spec)
+        try:
+            ready = w.recv(timeout)
+        except WorkerError as e:
+            res[c]["error"] = str(e)
+            w.close()
+            continue
+        res[c].update(setup_s=ready["setup_s"], first_step_s=ready["first_step_s"],
+                      first_step_from_spawn_s=ready["first_step_epoch"] - w.spawn_epoch, info=ready["info"])
+        workers[c] = w
+    steps = {}
+    for c, w in list(workers.items()):  # calibrate (2 steps), then one untimed warm-up repeat
+        try:
+            per = w.request({"cmd": "time", "steps": 2}, timeout)["seconds"] / 2
+            steps[c] = max(2, math.ceil(target_s / max(per, 1e-6)))
+            w.request({"cmd": "time", "steps": steps[c]}, timeout)
+        except WorkerError as e:
+            res[c]["error"] = str(e)
+            workers.pop(c).close()
+    for _, c in interleaved_schedule(list(workers), repeats):
+        if c not in workers:  # failed in an earlier repeat
+            continue
+        try:
+            reply = workers[c].request({"cmd": "time", "steps": steps[c]}, max(60.0, 50 * target_s))
+            res[c]["step_s"].append(reply["seconds"] / steps[c])
+        except WorkerError as e:
+            res[c]["error"] = str(e)
+            workers.pop(c).close()
+    for w in workers.values():
+        w.close()
+    row["load_after"] = load_average()
+    for c, r in res.items():
+        r["steps_per_repeat"] = steps.get(c)
+        if r["error"] is None and r["step_s"]:
+            r.update(summarise(batch, r["step_s"]))
+            r["gflops"] = flops["train"] * r["median_sps"] / 1e9
+            r["peak_fraction"] = r["gflops"] / peak_gflops if peak_gflops else None
+    row.update(compare({c: r.get("median_sps") for c, r in res.items()}))
     return row
+
+
+# ----------------------------------------------------------------------------------------------
+# start-up (unchanged since session 7)
 
 
 _STARTUP_CODE = r"""
@@ -313,104 +676,184 @@ def startup(cache_dir: str | None = None) -> dict:
     t0_epoch = time.time()
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True)
+                         cwd=ROOT, check=True)
     wall = time.perf_counter() - t0
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("STARTUP")][-1].split()
     return {"cache": bool(cache_dir), "process_to_first_step_s": float(line[3]) - t0_epoch,
             "process_wall_s": wall, "setup_s": float(line[1]), "first_step_s": float(line[2])}
 
 
-def format_table(rows: list[dict], vs_torch: bool) -> str:
-    head = ["net", "batch", "opt", "autodiff sps", "manual sps", "man/auto"]
-    if vs_torch:
-        head += ["torch sps", "jig/torch"]
-    head += ["GFLOP/s", "%peak", "compile s (auto/man)"]
+# ----------------------------------------------------------------------------------------------
+# reporting and the command line
+
+
+def _fmt(v, spec: str, missing: str = "-") -> str:
+    return missing if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def format_row(row: dict) -> str:
+    """The per-contender block of one row: median (min-max, IQR) samples/s, GFLOP/s, % of peak, first step; the ratio."""
+    la, lb = row["load_before"], row["load_after"]
+    lines = [f"{row['net']}, batch {row['batch']}, {row['optimizer']}: train step "
+             f"{row['train_flops_per_sample'] * row['batch'] / 1e9:.3f} GFLOP; load average {la[0]:.2f} before, "
+             f"{lb[0]:.2f} after (1 min)",
+             f"  {'contender':<21} {'samples/s median':>16} {'(min-max)':>19} {'IQR':>17} {'ms/step':>8} "
+             f"{'GFLOP/s':>8} {'%peak':>6} {'first step s (in-process / from spawn)':>39}"]
+    for c, r in row["contenders"].items():
+        if r.get("error") is not None:
+            lines.append(f"  {c:<21} error: {r['error'].splitlines()[0][:150] if r['error'] else ''}")
+            continue
+        pf = r.get("peak_fraction")
+        span = f"{r['min_sps']:,.0f}-{r['max_sps']:,.0f}"
+        iqr = f"{r['q1_sps']:,.0f}-{r['q3_sps']:,.0f}"
+        lines.append(
+            f"  {c:<21} {r['median_sps']:>16,.0f} {span:>19} "
+            f"{iqr:>17} {1e3 * r['median_step_s']:>8.2f} {r['gflops']:>8.1f} "
+            f"{_fmt(None if pf is None else 100 * pf, '.0f'):>6} "
+            f"{r['first_step_s']:>20.2f} / {r['first_step_from_spawn_s']:.2f}")
+    if row["ratio"] is not None:
+        lines.append(f"  jigcnn's best ({row['jigcnn_best']}) / PyTorch's best ({row['torch_best']}): {row['ratio']:.2f}x")
+    if row["manual_over_autodiff"] is not None:
+        lines.append(f"  hand-written / autodiff step time: {row['manual_over_autodiff']:.2f}")
+    return "\n".join(lines)
+
+
+def format_table(rows: list[dict], contenders) -> str:
+    """The summary: one line per row, the median samples/s of each contender, the ratio and % of peak."""
+    head = ["net", "batch", "opt", *contenders, "jig/torch", "%peak (jig best)", "load before/after"]
     lines = [" | ".join(head)]
     for r in rows:
-        cells = [r["net"], str(r["batch"]), r["optimizer"], f"{r.get('autodiff_sps', float('nan')):,.0f}",
-                 f"{r.get('manual_sps', float('nan')):,.0f}", f"{r.get('manual_over_autodiff', float('nan')):.2f}"]
-        if vs_torch:
-            cells += [f"{r['torch_sps']:,.0f}", f"{r['ratio']:.2f}"]
-        cells += [f"{r['jigcnn_gflops']:.1f}", f"{100 * r.get('peak_fraction', float('nan')):.0f}%",
-                  f"{r.get('autodiff_first_step_s', float('nan')):.2f}/{r.get('manual_first_step_s', float('nan')):.2f}"]
+        cells = [r["net"], str(r["batch"]), r["optimizer"]]
+        for c in contenders:
+            x = r["contenders"].get(c, {})
+            cells.append("error" if x.get("error") else _fmt(x.get("median_sps"), ",.0f"))
+        best = r["contenders"].get(r["jigcnn_best"], {}) if r["jigcnn_best"] else {}
+        pf = best.get("peak_fraction")
+        cells += [_fmt(r["ratio"], ".2f"), _fmt(None if pf is None else 100 * pf, ".0f"),
+                  f"{r['load_before'][0]:.1f}/{r['load_after'][0]:.1f}"]
         lines.append(" | ".join(cells))
     return "\n".join(lines)
 
 
+def parse_choices(flag: str, text: str, choices) -> list[str]:
+    """A comma-separated list of names, each one of `choices`; ValueError naming `flag` and the bad value."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"{flag}: empty list {text!r}; choose from {list(choices)}")
+    for n in names:
+        if n not in choices:
+            raise ValueError(f"{flag}: unknown value {n!r}; choose from {list(choices)}")
+    return names
+
+
+def parse_batches(text: str) -> list[int]:
+    """A comma-separated list of positive batch sizes; ValueError naming --batches and the bad value."""
+    out = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        try:
+            b = int(t)
+        except ValueError:
+            b = 0
+        if b < 1:
+            raise ValueError(f"--batches: {t!r} is not a positive integer")
+        out.append(b)
+    if not out:
+        raise ValueError(f"--batches: empty list {text!r}")
+    return out
+
+
+def rows_to_run(nets, batches=None, optimizers=None) -> list[tuple[str, int, str]]:
+    """The (net, batch, optimizer) rows: each net's own batches and optimizers unless overridden."""
+    return [(n, b, o) for n in nets for b in (batches or NETS[n].batches) for o in (optimizers or NETS[n].optimizers)]
+
+
 def main(argv=None) -> dict:
+    """Run the bench from the command line (see the module docstring); return the results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--nets", default=",".join(NETS), help="comma-separated: ignet_fig5,lenet5")
-    ap.add_argument("--batches", default="32,256", help="comma-separated batch sizes")
-    ap.add_argument("--optimizers", default=None, help="comma-separated: sgd,adam (default sgd; sgd,adam with --vs-torch)")
-    ap.add_argument("--methods", default="autodiff,manual",
-                    help="gradient methods: autodiff,manual (plain-autodiff,plain-manual: without jigcnn.fast)")
+    ap.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, from {','.join(NETS)}")
+    ap.add_argument("--batches", default=None, help="comma-separated batch sizes (default: each net's own)")
+    ap.add_argument("--optimizers", default=None,
+                    help=f"comma-separated, from {','.join(OPTIMIZERS)} (default: each net's own)")
+    ap.add_argument("--contenders", default=None,
+                    help=f"comma-separated, from {','.join(CONTENDERS)} (default autodiff,manual, "
+                         "and the PyTorch ones with --vs-torch); plain-*: jigcnn without its fast kernels")
+    ap.add_argument("--methods", default=None, help="the jigcnn contenders (the earlier bench's flag; "
+                    "--vs-torch adds the PyTorch ones)")
+    ap.add_argument("--vs-torch", action="store_true", help="also time PyTorch eager CPU, NCHW and channels_last")
     ap.add_argument("--repeats", type=int, default=7, help="timed repeats per contender (median reported)")
-    ap.add_argument("--quick", action="store_true", help="3 repeats of ~0.1 s each, no GEMM peak")
-    ap.add_argument("--vs-torch", action="store_true", help="also time PyTorch eager CPU (needs torch)")
+    ap.add_argument("--repeat-seconds", type=float, default=0.25, help="seconds of steps per repeat (about)")
+    ap.add_argument("--quick", action="store_true", help="3 repeats of ~0.05 s, a 512x512 GEMM peak")
+    ap.add_argument("--no-peak", action="store_true", help="do not measure the GEMM peak")
+    ap.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n float32 GEMM peak")
+    ap.add_argument("--worker-timeout", type=float, default=900, help="seconds a worker may take to answer")
     ap.add_argument("--startup", action="store_true", help="also measure process start to first LeNet-5 step")
     ap.add_argument("--startup-repeats", type=int, default=3, metavar="N",
                     help="warm-cache start-up processes to time (default 3)")
-    ap.add_argument("--no-cache", action="store_true", help="do not enable the persistent compilation cache")
+    ap.add_argument("--no-cache", action="store_true", help="the jigcnn workers leave the persistent compilation cache off")
     ap.add_argument("--allocator", choices=("retain", "default"), default="retain",
-                    help="retain: glibc malloc keeps freed memory (jigcnn.allocator, as the experiments run); "
-                         "default: glibc's defaults. PyTorch runs in the same process, under the same choice")
-    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+                    help="retain: glibc malloc keeps freed memory (jigcnn.allocator, as the experiments run), in "
+                         "every worker, PyTorch's too; default: glibc's defaults")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON (atomically)")
     args = ap.parse_args(argv)
-    if args.startup_repeats < 1:
-        ap.error(f"--startup-repeats must be at least 1, got {args.startup_repeats}")
+    try:
+        nets = parse_choices("--nets", args.nets, NETS)
+        batches = parse_batches(args.batches) if args.batches is not None else None
+        opts = parse_choices("--optimizers", args.optimizers, OPTIMIZERS) if args.optimizers is not None else None
+        if args.contenders is not None and args.methods is not None:
+            raise ValueError(f"--methods {args.methods!r} and --contenders {args.contenders!r}: give one of them")
+        if args.contenders is not None:
+            contenders = parse_choices("--contenders", args.contenders, CONTENDERS)
+        else:
+            jig = parse_choices("--methods", args.methods, JIGCNN_CONTENDERS) if args.methods else ["autodiff", "manual"]
+            contenders = jig + (list(TORCH_CONTENDERS) if args.vs_torch else [])
+    except ValueError as e:
+        ap.error(str(e))
+    for flag, value, ok, rule in (("--repeats", args.repeats, args.repeats >= 1, "at least 1"),
+                                  ("--repeat-seconds", args.repeat_seconds, args.repeat_seconds > 0, "positive"),
+                                  ("--gemm-size", args.gemm_size, args.gemm_size >= 16, "at least 16"),
+                                  ("--worker-timeout", args.worker_timeout, args.worker_timeout > 0, "positive"),
+                                  ("--startup-repeats", args.startup_repeats, args.startup_repeats >= 1, "at least 1")):
+        if not ok:
+            ap.error(f"{flag} must be {rule}, got {value}")
+    if args.vs_torch and args.contenders is not None and not any(is_torch(c) for c in contenders):
+        contenders += list(TORCH_CONTENDERS)
+    if any(is_torch(c) for c in contenders) and not torch_available():
+        print("PyTorch is not installed (it is not a jigcnn dependency); install it by hand (pip install torch) "
+              "to compare. Timing jigcnn alone.", file=sys.stderr)
+        contenders = [c for c in contenders if not is_torch(c)]
+    repeats, target, gemm_n, gemm_reps = ((3, 0.05, 512, 3) if args.quick
+                                          else (args.repeats, args.repeat_seconds, args.gemm_size, 7))
 
-    from jigcnn.runtime import configure_process
-
-    retained = configure_process(retain_memory=args.allocator == "retain",
-                                 compilation_cache=not args.no_cache).retains_freed_memory
-    nets = [n for n in args.nets.split(",") if n]
-    batches = [int(b) for b in args.batches.split(",") if b]
-    opts = args.optimizers or ("sgd,adam" if args.vs_torch else "sgd")
-    opts = [o for o in opts.split(",") if o]
-    methods = tuple(m for m in args.methods.split(",") if m)
-    repeats, target = (3, 0.1) if args.quick else (args.repeats, 0.25)
-    if args.vs_torch:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.vs_torch and not torch_available():
-        print("--vs-torch: PyTorch is not installed (it is not a jigcnn dependency); "
-              "install it by hand (pip install torch) to compare. Timing jigcnn alone.", file=sys.stderr)
-        args.vs_torch = False
-    if args.vs_torch:
-        # OpenMP's default active spin-waiting makes PyTorch many times slower on a busy 2-core
-        # machine (measured 10-20x); passive waiting is PyTorch's best case here (set before import)
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        import torch
-
-        torch.set_num_threads(2)
-
-    import jax
-
-    peak = None if args.quick else gemm_peak_gflops()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; load average {load_average()}; "
-          f"allocator: {'freed memory retained' if retained else 'glibc defaults'}")
-    if peak:
-        print(f"measured float32 GEMM peak (2048x2048 jnp.dot): {peak:.1f} GFLOP/s")
+    print(f"{cores()} cores; load average {load_average()}; allocator: {args.allocator}; contenders: "
+          f"{', '.join(contenders)}; {repeats} repeats of ~{target} s each, interleaved", flush=True)
+    peak = None
+    if not args.no_peak:
+        backends = [b for b in GEMM_BACKENDS if b != "torch" or torch_available()]
+        peak = gemm_peak(gemm_n, gemm_reps, backends, timeout=args.worker_timeout)
+        print(f"float32 GEMM peak ({gemm_n}x{gemm_n}, best of {gemm_reps}, each backend in its own process): "
+              + ", ".join(f"{b} {g:.1f}" for b, g in peak["gflops"].items()) + " GFLOP/s"
+              + "".join(f"; {b} failed: {e}" for b, e in peak["errors"].items()), flush=True)
+    best_peak = peak["best_gflops"] if peak else None
     rows = []
-    for net in nets:
-        for batch in batches:
-            for opt in opts:
-                r = bench_row(net, batch, opt, repeats=repeats, methods=methods, vs_torch=args.vs_torch,
-                              target_s=target, peak_gflops=peak)
-                rows.append(r)
-                print(format_table([r], args.vs_torch).splitlines()[-1], flush=True)
-                print("    " + ", ".join(f"{k[:-4]} {v:,.0f}" for k, v in r.items() if k.endswith("_sps")
-                                         and k != "jigcnn_sps") + " samples/s", flush=True)
+    for net, batch, opt in rows_to_run(nets, batches, opts):
+        r = run_row(net, batch, opt, contenders, repeats=repeats, target_s=target, allocator=args.allocator,
+                    cache=not args.no_cache, peak_gflops=best_peak, timeout=args.worker_timeout)
+        rows.append(r)
+        print(format_row(r), flush=True)
     print()
-    print(format_table(rows, args.vs_torch))
+    print(format_table(rows, contenders))
     for r in rows:
-        if "manual_over_autodiff" in r and r["manual_over_autodiff"] > MANUAL_LIMIT:
+        if r["manual_over_autodiff"] is not None and r["manual_over_autodiff"] > MANUAL_LIMIT:
             print(f"WARNING: {r['net']} batch {r['batch']} {r['optimizer']}: hand-written step is "
                   f"{r['manual_over_autodiff']:.2f}x the autodiff step (limit {MANUAL_LIMIT})")
-    result = {"jax": jax.__version__, "allocator": "retain" if retained else "default",
-              "load_avg_end": list(load_average()), "gemm_peak_gflops": peak, "rows": rows}
+    result = {"command": ["experiments.bench", *(sys.argv[1:] if argv is None else argv)], "cores": cores(),
+              "allocator": args.allocator, "contenders": contenders, "optimizers": OPTIMIZERS,
+              "flops": "forward = 2 x multiply-adds of Conv2D/Dense; train = 3 x forward less the first "
+                       "parametrised layer's input gradient",
+              "gemm_peak": peak, "rows": rows}
     if args.startup:
-        import tempfile
-
         with tempfile.TemporaryDirectory() as d:
             cold = startup(d)
             warm = [startup(d) for _ in range(args.startup_repeats)]
@@ -420,7 +863,8 @@ def main(argv=None) -> dict:
                 print(f"start-up ({name}): process start to first LeNet-5 step "
                       f"{s['process_to_first_step_s']:.2f} s (imports+model+init {s['setup_s']:.2f} s, "
                       f"first jitted step {s['first_step_s']:.2f} s; process exit at {s['process_wall_s']:.2f} s)")
-    print(f"load average at the end: {load_average()}")
+    result["load_avg_end"] = load_average()
+    print(f"load average at the end: {result['load_avg_end']}")
     if args.json:
         from jigcnn.atomic import write_text_atomic
 
@@ -429,4 +873,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        sys.exit(worker_main(sys.argv[2]))
     main()

@@ -1,5 +1,7 @@
-"""Smoke test of experiments/bench.py: tiny repeats, sane numbers."""
+"""experiments/bench.py: the pure parts (FLOPs, the round-robin order, the statistics, the ratio), the PyTorch
+nets' parameter counts, and a --quick run with its workers (PyTorch's skipped when torch is missing)."""
 
+import json
 import math
 import pathlib
 import sys
@@ -12,31 +14,165 @@ if str(ROOT) not in sys.path:
 
 from experiments import bench  # noqa: E402
 
+HAVE_TORCH = bench.torch_available()
 
-def test_flops_per_sample_counts_forward_and_backward():
-    # IgNet Fig. 5: conv 16@5x5 on 58x36x1 -> 54x32x16, FC 27,648 -> 10.
+
+def test_step_flops_counts_forward_and_backward():
+    # IgNet Fig. 5: conv 16@5x5 on 58x36x1 -> 54x32x16, FC 27,648 -> 10. The conv is the first
+    # layer with parameters: forward + weight gradient only (the data needs no gradient).
     conv = 2 * 54 * 32 * 16 * 25
     fc = 2 * 54 * 32 * 16 * 10
+    assert bench.step_flops(bench.build_model("ignet_fig5")) == {"forward": conv + fc, "train": 2 * conv + 3 * fc}
     assert bench.flops_per_sample(bench.build_model("ignet_fig5")) == 2 * conv + 3 * fc
 
 
-def test_bench_row_returns_sane_numbers():
-    row = bench.bench_row("ignet_fig5", 4, "sgd", repeats=1, target_s=0.01)
-    for m in ("autodiff", "manual"):
-        assert math.isfinite(row[f"{m}_sps"]) and row[f"{m}_sps"] > 0
-        assert row[f"{m}_first_step_s"] > 0
-        assert row[f"{m}_gflops"] > 0
-    assert row["manual_over_autodiff"] > 0
-    assert row["jigcnn_sps"] == max(row["autodiff_sps"], row["manual_sps"])
-    assert set(row) >= {"net", "batch", "optimizer", "jigcnn_sps"}
+def test_step_flops_of_the_thesis_fashion_cnn_from_its_shapes():
+    # 3x3 same convs: 28x28 1->32, 32->32, pool, 14x14 32->64, 64->64, pool, FC 7*7*64 -> 64 -> 10
+    convs = [2 * 28 * 28 * 9 * 1 * 32, 2 * 28 * 28 * 9 * 32 * 32, 2 * 14 * 14 * 9 * 32 * 64, 2 * 14 * 14 * 9 * 64 * 64]
+    fcs = [2 * 7 * 7 * 64 * 64, 2 * 64 * 10]
+    fl = bench.step_flops(bench.build_model("thesis_fashion_cnn"))
+    assert fl["forward"] == sum(convs) + sum(fcs)
+    assert fl["train"] == 3 * fl["forward"] - convs[0]
 
 
-def test_vs_torch_without_torch_says_so(monkeypatch, capsys, tmp_path):
+def test_interleaved_schedule_is_round_robin():
+    assert bench.interleaved_schedule(["a", "b", "c"], 2) == [(0, "a"), (0, "b"), (0, "c"),
+                                                              (1, "a"), (1, "b"), (1, "c")]
+    with pytest.raises(ValueError, match="repeats must be a positive int, got 0"):
+        bench.interleaved_schedule(["a"], 0)
+
+
+def test_summarise_reports_median_and_spread_of_samples_per_second():
+    s = bench.summarise(10, [0.1, 0.5, 0.2, 0.25, 1.0])  # 100, 20, 50, 40, 10 samples/s
+    assert s["median_sps"] == 40 and (s["min_sps"], s["max_sps"]) == (10, 100)
+    assert (s["q1_sps"], s["q3_sps"]) == (20, 50)
+    assert s["median_step_s"] == 0.25 and s["samples_sps"] == [100, 20, 50, 40, 10]  # in repeat order
+
+
+def test_compare_takes_the_best_of_each_side():
+    r = bench.compare({"autodiff": 100.0, "manual": 150.0, "torch-nchw": 120.0, "torch-channels_last": 60.0})
+    assert (r["jigcnn_best"], r["torch_best"]) == ("manual", "torch-nchw")
+    assert r["ratio"] == pytest.approx(150 / 120) and r["manual_over_autodiff"] == pytest.approx(100 / 150)
+    # the best PyTorch contender, whichever layout it is; failed contenders (None) left out
+    r = bench.compare({"autodiff": 100.0, "manual": None, "torch-nchw": 50.0, "torch-channels_last": 80.0})
+    assert (r["jigcnn_best"], r["torch_best"], r["ratio"]) == ("autodiff", "torch-channels_last", 1.25)
+    assert r["manual_over_autodiff"] is None
+    # plain- variants are reference points, not jigcnn's best, unless nothing else ran
+    r = bench.compare({"autodiff": 100.0, "plain-autodiff": 300.0, "torch-nchw": 50.0})
+    assert r["jigcnn_best"] == "autodiff" and r["ratio"] == 2.0
+    assert bench.compare({"plain-manual": 30.0, "torch-nchw": 60.0})["ratio"] == 0.5
+    r = bench.compare({"autodiff": 100.0, "torch-nchw": None})
+    assert r["torch_best"] is None and r["ratio"] is None
+
+
+def test_rows_default_to_each_nets_own_batches_and_optimizers():
+    assert bench.rows_to_run(["thesis_fashion_cnn", "vgg_small"]) == [
+        ("thesis_fashion_cnn", 64, "adam-onecycle"), ("vgg_small", 128, "nesterov")]
+    assert bench.rows_to_run(["lenet5"], [8], ["sgd"]) == [("lenet5", 8, "sgd")]
+    assert len(bench.rows_to_run(list(bench.NETS))) == 4 + 4 + 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nets", "resnet99"], "--nets: unknown value 'resnet99'"),
+    (["--batches", "32,0"], "--batches: '0' is not a positive integer"),
+    (["--batches", "x"], "--batches: 'x' is not a positive integer"),
+    (["--contenders", "tf"], "--contenders: unknown value 'tf'"),
+    (["--optimizers", "lbfgs"], "--optimizers: unknown value 'lbfgs'"),
+    (["--methods", "torch-nchw"], "--methods: unknown value 'torch-nchw'"),
+    (["--methods", "autodiff", "--contenders", "manual"], "give one of them"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--repeat-seconds", "0"], "--repeat-seconds must be positive, got 0.0"),
+    (["--startup-repeats", "0"], "--startup-repeats must be at least 1, got 0"),
+])
+def test_bad_arguments_name_the_argument_and_value(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed (not a jigcnn dependency)")
+@pytest.mark.parametrize("net", list(bench.NETS))
+def test_torch_nets_have_jigcnns_parameter_counts(net):
+    import torch
+
+    model = bench.build_model(net)
+    tnet = bench.torch_model(net)
+    bench.check_param_counts(net, tnet, model.count_params())
+    trainable, non = model.count_params()
+    with pytest.raises(AssertionError, match="trainable parameters"):
+        bench.check_param_counts(net, tnet, (trainable + 1, non))
+    h, w, c = bench.NETS[net].input_shape
+    assert tnet(torch.zeros(2, c, h, w)).shape == (2, bench.CLASSES)
+    assert any(isinstance(m, torch.nn.Dropout) for m in tnet.modules()) == (net.startswith("thesis_"))
+
+
+def test_quick_run_times_every_contender_in_its_own_worker(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    out = bench.main(["--quick", "--vs-torch", "--nets", "ignet_fig5", "--batches", "4", "--optimizers", "sgd",
+                      "--no-cache", "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(out))  # the file is the returned result
+    printed = capsys.readouterr()
+    (row,) = out["rows"]
+    want = ["autodiff", "manual"] + (["torch-nchw", "torch-channels_last"] if HAVE_TORCH else [])
+    assert list(row["contenders"]) == want and out["contenders"] == want
+    assert ("PyTorch is not installed" in printed.err) == (not HAVE_TORCH)
+    for name, c in row["contenders"].items():
+        assert c["error"] is None, (name, c["error"])
+        assert len(c["step_s"]) == 3 and c["min_sps"] <= c["median_sps"] <= c["max_sps"]
+        assert 0 < c["first_step_s"] < c["first_step_from_spawn_s"]  # the process start counts too
+        assert c["gflops"] == pytest.approx(row["train_flops_per_sample"] * c["median_sps"] / 1e9)
+        assert 0 < c["peak_fraction"] == pytest.approx(c["gflops"] / out["gemm_peak"]["best_gflops"])
+    assert set(out["gemm_peak"]["gflops"]) == ({"xla", "numpy", "torch"} if HAVE_TORCH else {"xla", "numpy"})
+    assert len(row["load_before"]) == 3 and len(row["load_after"]) == 3
+    best = bench.compare({k: v["median_sps"] for k, v in row["contenders"].items()})
+    assert {k: row[k] for k in best} == best
+    assert (row["ratio"] is not None) == HAVE_TORCH
+    if HAVE_TORCH:
+        assert row["contenders"]["torch-nchw"]["info"]["threads"] == bench.cores()
+        assert "PyTorch's best" in printed.out
+
+
+def test_a_failing_worker_is_reported_and_the_row_goes_on(monkeypatch):
+    real = bench.worker_command
+
+    def command(spec):
+        if spec.get("contender") == "manual":
+            return [sys.executable, "-c", "import sys; sys.stderr.write('boom at start\\n'); sys.exit(3)"]
+        return real(spec)
+
+    monkeypatch.setattr(bench, "worker_command", command)
+    row = bench.run_row("ignet_fig5", 4, "sgd", ["autodiff", "manual"], repeats=2, target_s=0.01, cache=False)
+    assert "exited (code 3)" in row["contenders"]["manual"]["error"]
+    assert "boom at start" in row["contenders"]["manual"]["error"]
+    assert len(row["contenders"]["autodiff"]["step_s"]) == 2
+    assert row["jigcnn_best"] == "autodiff" and row["manual_over_autodiff"] is None
+    assert "manual" in bench.format_row(row) and "error: worker exited" in bench.format_row(row)
+
+
+def test_a_worker_reports_its_own_errors():
+    w = bench.Worker({"kind": "train", "contender": "autodiff", "net": "no_such_net", "batch": 4,
+                      "optimizer": "sgd", "seed": 0, "allocator": "default", "cache": False, "threads": 1})
+    try:
+        with pytest.raises(bench.WorkerError, match="unknown net 'no_such_net'"):
+            w.recv(120)
+    finally:
+        w.close()
+
+
+def test_vs_torch_without_torch_says_so(monkeypatch, capsys):
     monkeypatch.setattr(bench, "torch_available", lambda: False)
     out = bench.main(["--quick", "--vs-torch", "--nets", "lenet5", "--batches", "4", "--optimizers", "sgd",
-                      "--methods", "autodiff", "--no-cache", "--json", str(tmp_path / "b.json")])
+                      "--contenders", "autodiff", "--no-cache", "--no-peak"])
     assert "PyTorch is not installed" in capsys.readouterr().err
-    assert (tmp_path / "b.json").exists() and out["rows"][0]["autodiff_sps"] > 0
+    assert list(out["rows"][0]["contenders"]) == ["autodiff"] and out["gemm_peak"] is None
+    assert out["rows"][0]["contenders"]["autodiff"]["median_sps"] > 0
+    assert out["rows"][0]["contenders"]["autodiff"]["peak_fraction"] is None
+
+
+def test_gemm_peak_runs_each_backend_in_its_own_process():
+    peak = bench.gemm_peak(64, 1, ["numpy", "nosuch"], timeout=120)
+    assert peak["gflops"]["numpy"] > 0 and "unknown GEMM backend 'nosuch'" in peak["errors"]["nosuch"]
+    assert peak["best_backend"] == "numpy" and peak["best_gflops"] == peak["gflops"]["numpy"]
 
 
 def test_startup_measures_to_the_first_step_not_to_the_exit(monkeypatch):
@@ -48,9 +184,4 @@ def test_startup_measures_to_the_first_step_not_to_the_exit(monkeypatch):
     s = bench.startup()
     assert (s["setup_s"], s["first_step_s"]) == (0.25, 0.125)
     assert 0 < s["process_to_first_step_s"] < s["process_wall_s"] - 0.4
-
-
-def test_startup_repeats_must_be_positive(capsys):
-    with pytest.raises(SystemExit):
-        bench.main(["--startup-repeats", "0"])
-    assert "--startup-repeats must be at least 1" in capsys.readouterr().err
+    assert not math.isnan(s["process_wall_s"])
