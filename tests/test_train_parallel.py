@@ -59,9 +59,9 @@ def test_two_simulated_devices_match_one(tmp_path):
     assert r["step_diff"] < 1e-5
     np.testing.assert_allclose(r["loss"][0], r["loss"][1], rtol=1e-6)
     assert r["fit_diff"] < 1e-5
-    if r["native"]["one"]:  # native kernels available: suspended where the batch is split over devices
+    if r["native"]["one"]:  # native kernels available: kept where the batch is split (shard_map per device)
         assert r["native"]["eval_one"] > 0
-        assert r["native"]["two"] == r["native"]["eval_two"] == 0
+        assert r["native"]["two"] > 0 and r["native"]["eval_two"] > 0
     for a, b in zip(r["h1"], r["h2"]):
         for k in a:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)

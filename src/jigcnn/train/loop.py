@@ -7,7 +7,9 @@ checkpoint contents) is :func:`jigcnn.train.epochs.after_epoch`, shared with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Any, Callable
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jigcnn import distributed
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train import validate
@@ -56,6 +59,16 @@ def _as_xy(data, name):
     return x, y
 
 
+def _digest(part) -> str:
+    """SHA-256 of an (x, y) part's shapes, dtypes and bytes (the processes of a run must hold the same data)."""
+    h = hashlib.sha256()
+    for a in part:
+        a = np.asarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def fit(model, params, state, optimizer: optax.GradientTransformation, train, test=None, validation=None, *,
         epochs: int | None = None, batch_size: int = 32, key, loss, metrics=("accuracy",), stopping=None,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress=True,
@@ -83,7 +96,12 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
     * ``checkpoint_dir``: a checkpoint after every epoch (atomic); ``resume=True``
       continues from it (refused if written for another model/config).
     * ``mesh``: a ``jax.sharding.Mesh`` with a ``"data"`` axis: batches sharded
-      over it, params replicated (data parallelism; ``batch_size`` must divide).
+      over it, params replicated (data parallelism; ``batch_size`` must divide), each step a
+      ``jax.shard_map`` (every device its shard, gradients averaged). None: after
+      :func:`jigcnn.distributed.initialize` joined several processes, a mesh over every process's
+      devices (the same global batch, keys and numbers as one process; process 0 writes the
+      checkpoint; the processes' configurations and data are compared first); else no mesh.
+      False: no mesh (this process alone, even in a multi-process run).
     * ``progress``: a tqdm bar over epochs when stderr is a TTY (``"always"``
       forces it, False turns it off).
     * ``augment``: ``augment(key, images) -> images`` (traceable) or a
@@ -113,12 +131,21 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                                                      test is not None, "fit")
 
     batch_sharding = rep = None
+    if mesh is None and distributed.is_multiprocess():  # after jigcnn.distributed.initialize: every process's devices
+        from jigcnn.train.parallel import make_mesh
+
+        mesh = make_mesh()
+    mesh = None if mesh is False else mesh
+    multi = False
     if mesh is not None:
-        from jigcnn.train.parallel import batch_sharding as _bs, replicated
+        from jigcnn.train.parallel import batch_sharding as _bs, put_global, replicated, spans_processes
 
         batch_sharding, rep = _bs(mesh), replicated(mesh)
+        multi = spans_processes(mesh)
         if min(batch_size, n_train) % mesh.size:
-            raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh")
+            raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh"
+                             + (f" ({jax.process_count()} processes)" if multi else "")
+                             + f": use a multiple of {mesh.size}")
 
     if epoch_loop not in EPOCH_LOOPS:
         raise ValueError(f"fit: epoch_loop must be one of {EPOCH_LOOPS}, got {epoch_loop!r}")
@@ -146,7 +173,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         model, loss, metrics, eval_batch_size, batch_sharding, options_key)
 
     def put(tree):
-        return jax.device_put(tree, rep) if rep is not None else tree
+        return put_global(tree, rep) if rep is not None else tree
 
     def copy(tree):
         return jax.tree.map(jnp.copy, tree)
@@ -164,6 +191,11 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                   "key": np.asarray(jax.random.key_data(key)).tolist(), "n_train": n_train,
                   "augment": augment is not None, **(config or {})}
     fp, desc = ckpt.fingerprint(model, run_config)
+    if multi:  # every process must run the same thing on the same data: compare before the first collective
+        distributed.check_consistent("fit configuration", {
+            "fingerprint": fp, "description": desc, "epochs": max_epochs, "eval_batch_size": eval_batch_size,
+            "resume": bool(resume), "epoch_loop": epoch_loop, "devices": mesh.size,
+            "data": {k: _digest(v) for k, v in parts.items() if v is not None}})
     ckpt_path = os.path.join(os.fspath(checkpoint_dir), ckpt.CHECKPOINT_NAME) if checkpoint_dir else None
     restore_best = bool(getattr(stopping, "restore_best", False))
     rules = EpochRules(max_epochs, tuple(metric_names), stopping, monitor, restore_best, loss_growth_limit, "fit")
@@ -187,14 +219,18 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         wall_offset = float(run.history.last.get("wall_time", 0.0)) if len(run.history) else 0.0
     elif resume and ckpt_path is None:
         raise ValueError("fit: resume=True needs checkpoint_dir")
+    guard = distributed.failure_guard("fit") if multi else contextlib.nullcontext()
     if run.initial_loss is None and loss_growth_limit is not None:
         # the growth rule's reference: the untrained net's loss on the first training rows (one eval chunk)
         x, y, rows, n = data["train"]
         m = min(n, eval_batch_size)
-        run = run._replace(initial_loss=float(jax.device_get(
-            eval_fn(params, state, x, y, rows[:m], jnp.int32(m)))["loss"]))
+        with guard:
+            run = run._replace(initial_loss=float(jax.device_get(
+                eval_fn(params, state, x, y, rows[:m], jnp.int32(m)))["loss"]))
 
     def write_checkpoint(r, meta):
+        if multi and jax.process_index() != 0:
+            return  # params are replicated: process 0 writes the one checkpoint (on a shared folder)
         ckpt.save(ckpt_path, ckpt_tree(r.best), meta, fingerprint=fp, description=desc)
 
     bar = progress_bar(progress, max_epochs, start_epoch - 1) if run.stopped_reason is None else None
@@ -236,6 +272,10 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
                                  if k.endswith(("loss", "accuracy", "mape", "mae")) and not k.startswith("train_")})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, out.record)
+    except Exception as e:
+        if multi:
+            distributed.raise_if_lost(e, "fit")
+        raise
     finally:
         if bar is not None:
             bar.close()

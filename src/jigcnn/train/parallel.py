@@ -39,7 +39,8 @@ from jigcnn.train.epochs import (LOSS_GROWTH_LIMIT, DivergenceError, EpochRules,
                                  check_divergence_args, new_run, progress_bar)
 from jigcnn.train.inputs import as_augment
 from jigcnn.train.stopping import resolve_epochs_and_monitor
-from jigcnn.train.step import cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics, step_kernels
+from jigcnn.train.step import (cached_jit, make_epoch_fn, make_eval_fn, make_update, resolve_metrics, shard_update,
+                               step_kernels)
 
 # ---------------------------------------------------------------- data parallelism
 
@@ -70,6 +71,28 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
+def spans_processes(mesh) -> bool:
+    """Whether ``mesh`` holds devices of several processes (a multi-process run)."""
+    return mesh is not None and len({d.process_index for d in np.asarray(mesh.devices).flat}) > 1
+
+
+def put_global(tree, sharding: NamedSharding):
+    """Place a pytree with ``sharding``; across processes from this process's (identical) host copy.
+
+    In a multi-process run every process must pass the same values (the data and the initial
+    params are replicated: each process holds all of it). PRNG-key leaves keep their implementation.
+    """
+    def one(x):
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), sharding)
+
+    if not spans_processes(sharding.mesh):
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(one, tree)
+
+
 def data_parallel_train_step(model, loss, optimizer: optax.GradientTransformation, mesh: Mesh, *,
                              grad_method: str = "autodiff", dropconnect: bool | None = None, metrics=(),
                              axis: str = "data", donate: bool = True):
@@ -77,16 +100,19 @@ def data_parallel_train_step(model, loss, optimizer: optax.GradientTransformatio
 
     Same signature and results (within float tolerance) as
     :func:`jigcnn.train.make_train_step`; inputs are placed with
-    :func:`shard_batch` / :func:`replicate` automatically by ``jit``'s shardings.
+    :func:`shard_batch` / :func:`replicate` automatically by ``jit``'s shardings. The step is one
+    ``jax.shard_map``: each device runs its shard of the batch (the native kernels on), the
+    gradients, loss, metrics and model state are averaged over the devices with ``pmean``.
     """
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
-                         metrics=metrics)
+                         metrics=metrics, axis_name=axis)
     rep, bat = replicated(mesh), batch_sharding(mesh, axis)
-    use = step_kernels(None, bat)  # the native kernels off when the batch is split (see step_kernels)
+    use = step_kernels(None, bat)  # native kernels on: each device runs its own shard (shard_map)
+    sharded = shard_update(update, mesh, axis)
 
     def step(params, state, opt_state, x, y, key):
         with ops.using(use):
-            return update(params, state, opt_state, x, y, key, True)
+            return sharded(params, state, opt_state, x, y, key, True)
 
     return jax.jit(step, in_shardings=(rep, rep, rep, bat, bat, rep), out_shardings=(rep, rep, rep, rep),
                    donate_argnums=(0, 2) if donate else ())

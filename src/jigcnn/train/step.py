@@ -70,11 +70,48 @@ def _partitioned(batch_sharding) -> bool:
 def step_kernels(kernels=None, batch_sharding=None) -> ops.Kernels:
     """The kernels a step built now traces with: `kernels` (default: the current `jigcnn.ops` configuration).
 
-    In a program split over several devices the native kernels are off: XLA's partitioner does
-    not split a custom call, so it would gather a batch-sharded input onto every device to run it.
+    The native kernels stay on when the batch is split over several devices: a split step runs
+    each device's shard under ``jax.shard_map`` (:func:`shard_update`), so XLA's partitioner never
+    sees the custom calls and never gathers the batch to run them.
     """
-    k = ops.resolve(kernels)
-    return k.replace(native=False) if _partitioned(batch_sharding) else k
+    return ops.resolve(kernels)
+
+
+def batch_axis(batch_sharding) -> str:
+    """The mesh axis a batch sharding splits the leading (batch) axis over."""
+    spec = batch_sharding.spec
+    axis = spec[0] if len(spec) else None
+    if not isinstance(axis, str):
+        raise ValueError(f"a batch sharding splits axis 0 over one named mesh axis, got {spec!r}")
+    return axis
+
+
+def _pmean_inexact(tree, axis):
+    """The mean over ``axis`` of every floating leaf (integer and key leaves are kept as they are)."""
+    def one(x):
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact):
+            return jax.lax.pmean(x, axis)
+        return x
+    return jax.tree.map(one, tree)
+
+
+def shard_update(update, mesh, axis: str = "data"):
+    """``update`` (made with ``axis_name=axis``) as one ``jax.shard_map`` over ``mesh``: each device its batch shard.
+
+    Params, model state, optimizer state, key and ``active`` are replicated (``P()``), ``x`` and
+    ``y`` split along ``axis`` (``P(axis)``); the gradients, loss, metrics and model state are
+    averaged over the shards inside (``jax.lax.pmean``), so every output is replicated.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    rep, bat = P(), P(axis)
+    mapped = jax.shard_map(update, mesh=mesh, in_specs=(rep, rep, rep, bat, bat, rep, rep),
+                           out_specs=(rep, rep, rep, rep), check_vma=False)
+
+    def run(params, state, opt_state, x, y, key, active=True):
+        return mapped(params, state, opt_state, x, y, key, jnp.asarray(active))
+
+    return run
 
 
 def _all_finite(tree) -> jax.Array:
@@ -132,7 +169,7 @@ def _merge_state(old, new):
 
 
 def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_method="autodiff",
-                dropconnect=None, metrics=()):
+                dropconnect=None, metrics=(), axis_name: str | None = None):
     """The un-jitted update `u(params, state, opt_state, x, y, key, active) -> (params, state, opt_state, m)`.
 
     `m`: ``loss``, each metric on the batch outputs, ``ok`` (loss, every
@@ -140,12 +177,25 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
     active``), ``loss_finite`` and ``grad_finite`` ({layer: bool}: that layer's
     gradient and updated parameters are finite). The update is applied only
     when ``applied``.
+
+    ``axis_name``: the update runs on one shard of the batch inside ``jax.shard_map`` (see
+    :func:`shard_update`): the gradients, the loss, the metrics and the model state (batch norm's
+    running statistics) are averaged over that axis before they are used, so every shard applies
+    the same update; the forward key is folded with the shard's index (dropout masks differ per
+    shard). Batch norm normalises with its shard's statistics.
     """
     grad_fn = make_grad_fn(model, loss, grad_method=grad_method, dropconnect=dropconnect)
     metric_fns = resolve_metrics(metrics)
 
     def update(params, state, opt_state, x, y, key, active=True):
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
         (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
+        batch_metrics = {name: fn(aux.outputs, y) for name, fn in metric_fns}
+        model_state = _merge_state(state, aux.state)
+        if axis_name is not None:  # every shard's mean, averaged: the global batch's (equal shards)
+            grads, loss_val, batch_metrics, model_state = _pmean_inexact(
+                (grads, loss_val, batch_metrics, model_state), axis_name)
         finite = layer_finite(grads)
         loss_ok = jnp.isfinite(loss_val)
         updates, new_opt = optimizer.update(grads, opt_state, params)
@@ -156,10 +206,8 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
         applied = jnp.logical_and(ok, active)
         new_params = _select(applied, new_params, params)
         new_opt = _select(applied, new_opt, opt_state)
-        new_state = _select(applied, _merge_state(state, aux.state), state)
-        m = {"loss": loss_val}
-        for name, fn in metric_fns:
-            m[name] = fn(aux.outputs, y)
+        new_state = _select(applied, model_state, state)
+        m = {"loss": loss_val, **batch_metrics}
         m.update(ok=ok, applied=applied, loss_finite=loss_ok, grad_finite=finite)
         return new_params, new_state, new_opt, m
 
@@ -239,7 +287,9 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
     ``compiler_options`` (``loop="python"`` only: the scan is jitted by the caller):
     XLA options for the jitted step, see :func:`jigcnn.xla_options.resolve_compiler_options`.
     ``kernels``: the `jigcnn.ops` configuration the epoch is traced with (default: the one in force
-    when it is built; the native kernels off when ``batch_sharding`` splits the batch).
+    when it is built). When ``batch_sharding`` splits the batch over several devices, each step is
+    one ``jax.shard_map`` (:func:`shard_update`): every device computes its shard (native kernels
+    on), the gradients, loss and metrics are averaged over the shards.
 
     ``stats``: mean ``loss`` and metrics over the applied steps, ``steps``
     (applied), ``bad_step`` (first non-finite step of the epoch, -1 if none),
@@ -249,6 +299,10 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
         raise ValueError(f"loop must be one of {EPOCH_LOOPS}, got {loop!r}")
     update = make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
                          metrics=metrics)
+    if _partitioned(batch_sharding):  # each device computes its shard, native kernels on (shard_map)
+        axis = batch_axis(batch_sharding)
+        sharded = shard_update(make_update(model, loss, optimizer, grad_method=grad_method, dropconnect=dropconnect,
+                                           metrics=metrics, axis_name=axis), batch_sharding.mesh, axis)
     metric_names = ["loss"] + [n for n, _ in resolve_metrics(metrics)]
     use = step_kernels(kernels, batch_sharding)
 
@@ -261,12 +315,15 @@ def make_epoch_fn(model, loss, optimizer: optax.GradientTransformation, *, batch
         k_aug, k_fwd = jax.random.split(k_step)
         if augment is not None:
             xb = augment(k_aug, xb)
+        step_update = update
         if batch_sharding is not None:
             xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
             yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+            if _partitioned(batch_sharding) and bs % batch_sharding.mesh.size == 0:
+                step_update = sharded
         live = jnp.logical_and(jnp.logical_and(active, s < n_steps), bad_step < 0)
         with ops.using(use):
-            params, state, opt_state, m = update(params, state, opt_state, xb, yb, k_fwd, live)
+            params, state, opt_state, m = step_update(params, state, opt_state, xb, yb, k_fwd, live)
         first_bad = jnp.logical_and(live, jnp.logical_not(m["ok"]))
         bad_step = jnp.where(first_bad, s, bad_step)
         bad_loss = jnp.where(first_bad, m["loss_finite"], bad_loss)
@@ -335,7 +392,9 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
 
     The loss and metrics are computed per sample (each a batch mean over one
     sample) and averaged over the ``n_valid`` first ``rows``, in chunks of at most
-    ``eval_batch_size`` (padding is masked out), with ``train=False``.
+    ``eval_batch_size`` (padding is masked out), with ``train=False``. With a ``batch_sharding``
+    over several devices each chunk is split by ``jax.shard_map`` (when it divides) and the
+    per-shard sums added with ``psum``.
     """
     _, loss_fn = resolve_loss(loss)
     use = step_kernels(kernels, batch_sharding)
@@ -350,16 +409,25 @@ def make_eval_fn(model, loss, *, metrics=(), eval_batch_size: int = 1024, batch_
         rows_p = jnp.concatenate([rows, jnp.zeros((pad,), rows.dtype)]) if pad else rows
         valid = jnp.arange(n_chunks * chunk) < n_valid
 
+        def chunk_sums(params, state, xb, yb, w):
+            with ops.using(use):
+                out, _ = model.apply(params, state, xb, train=False, key=None)
+            return {n: jnp.sum(jnp.where(w > 0, f(out, yb).astype(jnp.float32), 0.0)) for n, f in per_sample}
+
+        sums_of = chunk_sums
+        if _partitioned(batch_sharding) and chunk % batch_sharding.mesh.size == 0:
+            from jax.sharding import PartitionSpec as P
+
+            axis = batch_axis(batch_sharding)
+            sums_of = jax.shard_map(lambda *a: jax.lax.psum(chunk_sums(*a), axis), mesh=batch_sharding.mesh,
+                                    in_specs=(P(), P(), P(axis), P(axis), P(axis)), out_specs=P(), check_vma=False)
+
         def body(sums, c):
             idx = jax.lax.dynamic_slice(rows_p, (c * chunk,), (chunk,))
             w = jax.lax.dynamic_slice(valid, (c * chunk,), (chunk,)).astype(jnp.float32)
             xb, yb = x_all[idx], y_all[idx]
-            if batch_sharding is not None and chunk % batch_sharding.mesh.size == 0:
-                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
-            with ops.using(use):
-                out, _ = model.apply(params, state, xb, train=False, key=None)
-            return {n: sums[n] + jnp.sum(jnp.where(w > 0, f(out, yb).astype(jnp.float32), 0.0))
-                    for n, f in per_sample}, None
+            part = sums_of(params, state, xb, yb, w)
+            return {n: sums[n] + part[n] for n in sums}, None
 
         sums, _ = jax.lax.scan(body, {n: jnp.zeros((), jnp.float32) for n, _ in per_sample},
                                jnp.arange(n_chunks, dtype=jnp.int32))
