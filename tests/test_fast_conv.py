@@ -1,24 +1,53 @@
 """Each fast kernel of jigcnn.fast against the plain formulation (lax convolution, x.T @ delta).
 
-The XLA formulations, with the native kernels off (those have their own tests, test_fast_native.py).
+The XLA formulations, with the native kernels off (``native=False``; those have their own tests,
+test_fast_native.py). The plain references are written here, from lax / jnp only.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
-from jigcnn.backprop.conv import conv_input_gradient as plain_input_gradient
-from jigcnn.backprop.conv import conv_weight_gradient as plain_weight_gradient
+from jigcnn import ops
+from jigcnn.fast import banded, direct
 from jigcnn.fast import conv as fc
 from jigcnn.fast import dense as fd
 from jigcnn.fast import native
 
+# the banded GEMMs: every call here passes native=False, so the native kernels never run
+conv_valid = functools.partial(fc.conv_valid, native=False)
 
-@pytest.fixture(autouse=True)
-def _xla_formulation(monkeypatch):
-    """Native kernels off while tracing, so the banded GEMMs are what these tests check."""
-    monkeypatch.setattr(native, "ENABLED", False)
+
+def conv_weight_gradient(x, delta, kernel_hw, *, block=None, with_bias=False):
+    return direct.conv_weight_gradient(x, delta, kernel_hw, block=block, with_bias=with_bias, native=False)
+
+
+def conv_input_gradient(delta, w, in_hw, *, block=None):
+    return direct.conv_input_gradient(delta, w, in_hw, block=block, native=False)
+
+
+# --- the plain formulations (lax's convolution and its derivatives) ---
+
+def lax_conv_valid(x, k):
+    """lax.conv_general_dilated, valid, stride 1, NHWC/HWIO."""
+    return lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def plain_weight_gradient(x, d, kernel_hw):
+    """dL/dk of sum(lax_conv_valid(x, k) * d): the transpose of lax's convolution in the kernel."""
+    k_like = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], d.shape[-1]), d.dtype)
+    return jax.linear_transpose(lambda k: lax_conv_valid(x, k), k_like)(d)[0]
+
+
+def plain_input_gradient(d, k, in_hw):
+    """dL/dx of sum(lax_conv_valid(x, k) * d) for an in_hw input: the transpose of lax's convolution in x."""
+    x_like = jax.ShapeDtypeStruct((d.shape[0], *in_hw, k.shape[2]), d.dtype)
+    return jax.linear_transpose(lambda x: lax_conv_valid(x, k), x_like)(d)[0]
+
 
 # (N, H, W, Cin, Cout, kh, kw): IgNet Fig. 5, LeNet-5's two convs, odd sizes, non-square kernels
 SHAPES = [
@@ -46,11 +75,25 @@ def _close(a, b, tol=1e-4):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * scale)
 
 
+def test_native_false_lowers_no_native_call():
+    """What this module checks is the XLA formulation: no native custom call in any of its programs."""
+    x, k, d = _arrays(SHAPES[2])
+    b = jnp.zeros(k.shape[-1], jnp.float32)
+    for fn, args in [(lambda x, k: conv_valid(x, k, b), (x, k)),
+                     (lambda x, d: conv_weight_gradient(x, d, (5, 5), with_bias=True), (x, d)),
+                     (lambda d, k: conv_input_gradient(d, k, x.shape[1:3]), (d, k)),
+                     (jax.grad(lambda x, k: jnp.sum(conv_valid(x, k, b) * d), (0, 1)), (x, k)),
+                     (jax.grad(lambda x, k: jnp.sum(conv_valid(x[..., :1], k[:, :, :1], b) * d), (0, 1)), (x, k))]:
+        assert "jigcnn_direct_conv" not in jax.jit(fn).lower(*args).as_text()
+    if native.available():  # the control: with native=True the same forward is a native call
+        assert "jigcnn_direct_conv" in jax.jit(lambda x, k: fc.conv_valid(x, k, b)).lower(x, k).as_text()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
 def test_conv_valid_equals_lax(shape, block):
     x, k, _ = _arrays(shape)
-    _close(jax.jit(lambda x, k: fc.conv_valid(x, k, block=block))(x, k), fc.conv_valid_reference(x, k))
+    _close(jax.jit(lambda x, k: conv_valid(x, k, block=block))(x, k), lax_conv_valid(x, k))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -58,8 +101,8 @@ def test_conv_valid_equals_lax(shape, block):
 def test_conv_weight_gradient_equals_plain(shape, block):
     x, k, d = _arrays(shape)
     kh, kw = k.shape[:2]
-    got = jax.jit(lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), block=block))(x, d)
-    _close(got, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+    got = jax.jit(lambda x, d: conv_weight_gradient(x, d, (kh, kw), block=block))(x, d)
+    _close(got, plain_weight_gradient(x, d, (kh, kw)))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -68,9 +111,9 @@ def test_window_blocks_transposed_is_the_transpose(shape, block):
     x, _, _ = _arrays(shape)
     n, h, w, cin, cout, kh, kw = shape
     ho, wo = h - kh + 1, w - kw + 1
-    t = fc.block_width(wo, kw, block)
-    xb, nb = fc.window_blocks(x, kh, kw, ho, wo, t)
-    xbt, nbt = fc.window_blocks_transposed(x, kh, kw, ho, wo, t)
+    t = banded.block_width(wo, kw, block)
+    xb, nb = banded.window_blocks(x, kh, kw, ho, wo, t)
+    xbt, nbt = banded.window_blocks_transposed(x, kh, kw, ho, wo, t)
     assert nbt == nb
     np.testing.assert_array_equal(np.asarray(xbt), np.asarray(xb).T)
 
@@ -80,7 +123,7 @@ def test_window_blocks_transposed_is_the_transpose(shape, block):
 def test_conv_valid_with_bias_equals_lax_plus_bias(shape, block):
     x, k, _ = _arrays(shape)
     b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]).astype(np.float32))
-    _close(jax.jit(lambda x, k, b: fc.conv_valid(x, k, b, block=block))(x, k, b), fc.conv_valid_reference(x, k) + b)
+    _close(jax.jit(lambda x, k, b: conv_valid(x, k, b, block=block))(x, k, b), lax_conv_valid(x, k) + b)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -88,8 +131,8 @@ def test_conv_valid_with_bias_equals_lax_plus_bias(shape, block):
 def test_conv_weight_gradient_with_bias(shape, block):
     x, k, d = _arrays(shape)
     kh, kw = k.shape[:2]
-    dw, db = jax.jit(lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), block=block, with_bias=True))(x, d)
-    _close(dw, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+    dw, db = jax.jit(lambda x, d: conv_weight_gradient(x, d, (kh, kw), block=block, with_bias=True))(x, d)
+    _close(dw, plain_weight_gradient(x, d, (kh, kw)))
     _close(db, jnp.sum(d, axis=(0, 1, 2)))
 
 
@@ -97,8 +140,8 @@ def test_conv_weight_gradient_with_bias(shape, block):
 def test_autodiff_of_conv_valid_with_bias(shape):
     x, k, d = _arrays(shape)
     b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]).astype(np.float32))
-    got = jax.grad(lambda x, k, b: jnp.sum(fc.conv_valid(x, k, b) * d), argnums=(0, 1, 2))(x, k, b)
-    ref = jax.grad(lambda x, k, b: jnp.sum((fc.conv_valid_reference(x, k) + b) * d), argnums=(0, 1, 2))(x, k, b)
+    got = jax.grad(lambda x, k, b: jnp.sum(conv_valid(x, k, b) * d), argnums=(0, 1, 2))(x, k, b)
+    ref = jax.grad(lambda x, k, b: jnp.sum((lax_conv_valid(x, k) + b) * d), argnums=(0, 1, 2))(x, k, b)
     for g, r in zip(got, ref):
         _close(g, r)
 
@@ -107,15 +150,15 @@ def test_autodiff_of_conv_valid_with_bias(shape):
 @pytest.mark.parametrize("block", [None, 1, 3, 4, 7])
 def test_conv_input_gradient_equals_plain(shape, block):
     x, k, d = _arrays(shape)
-    got = jax.jit(lambda d, k: fc.conv_input_gradient(d, k, x.shape[1:3], block=block))(d, k)
-    _close(got, plain_input_gradient(d, k, x.shape[1:3], (1, 1), (1, 1)))
+    got = jax.jit(lambda d, k: conv_input_gradient(d, k, x.shape[1:3], block=block))(d, k)
+    _close(got, plain_input_gradient(d, k, x.shape[1:3]))
 
 
 @pytest.mark.parametrize("shape", SHAPES[:3])
 def test_autodiff_of_conv_valid_equals_autodiff_of_lax(shape):
     x, k, d = _arrays(shape)
-    gx, gk = jax.grad(lambda x, k: jnp.sum(fc.conv_valid(x, k) * d), argnums=(0, 1))(x, k)
-    rx, rk = jax.grad(lambda x, k: jnp.sum(fc.conv_valid_reference(x, k) * d), argnums=(0, 1))(x, k)
+    gx, gk = jax.grad(lambda x, k: jnp.sum(conv_valid(x, k) * d), argnums=(0, 1))(x, k)
+    rx, rk = jax.grad(lambda x, k: jnp.sum(lax_conv_valid(x, k) * d), argnums=(0, 1))(x, k)
     _close(gx, rx)
     _close(gk, rk)
 
@@ -125,7 +168,7 @@ ONE_CHANNEL = [s for s in SHAPES if s[3] == 1]
 
 
 def _lax_conv(x, k, b=None):
-    y = fc.conv_valid_reference(x, k)
+    y = lax_conv_valid(x, k)
     return y if b is None else y + b
 
 
@@ -147,11 +190,11 @@ def test_single_channel_jvp_equals_lax(x64, shape, block, with_bias, tangents):
     keep = {"all": (1, 1, 1), "x": (1, 0, 0), "kernel": (0, 1, 0), "bias": (0, 0, 1)}[tangents]
     dx, dk, db = (v if on else jnp.zeros_like(v) for v, on in zip((dx, dk, db), keep))
     if with_bias:
-        got = jax.jit(lambda *a: jax.jvp(lambda x, k, b: fc.conv_valid(x, k, b, block=block), a[:3], a[3:]))(
+        got = jax.jit(lambda *a: jax.jvp(lambda x, k, b: conv_valid(x, k, b, block=block), a[:3], a[3:]))(
             x, k, b, dx, dk, db)
         ref = jax.jvp(_lax_conv, (x, k, b), (dx, dk, db))
     else:
-        got = jax.jit(lambda *a: jax.jvp(lambda x, k: fc.conv_valid(x, k, block=block), a[:2], a[2:]))(x, k, dx, dk)
+        got = jax.jit(lambda *a: jax.jvp(lambda x, k: conv_valid(x, k, block=block), a[:2], a[2:]))(x, k, dx, dk)
         ref = jax.jvp(_lax_conv, (x, k), (dx, dk))
     for g, r in zip(got, ref):
         _close(g, r, tol=1e-12)
@@ -165,12 +208,12 @@ def test_single_channel_second_order_and_vmap(x64, shape):
     def loss(conv):
         return lambda x, k, b: jnp.sum(jnp.tanh(conv(x, k, b)) * d)
 
-    fast = loss(lambda x, k, b: fc.conv_valid(x, k, b))
+    fast = loss(lambda x, k, b: conv_valid(x, k, b))
     hess = jax.jit(jax.hessian(fast, argnums=(0, 1, 2)))(x, k, b)
     ref = jax.jit(jax.hessian(loss(_lax_conv), argnums=(0, 1, 2)))(x, k, b)
     for g, r in zip(jax.tree.leaves(hess), jax.tree.leaves(ref)):
         _close(g, r, tol=1e-10)
-    per_sample = jax.vmap(jax.grad(lambda x, k: jnp.sum(fc.conv_valid(x[None], k) ** 2), argnums=1),
+    per_sample = jax.vmap(jax.grad(lambda x, k: jnp.sum(conv_valid(x[None], k) ** 2), argnums=1),
                           in_axes=(0, None))(x, k)
     want = jax.vmap(jax.grad(lambda x, k: jnp.sum(_lax_conv(x[None], k) ** 2), argnums=1), in_axes=(0, None))(x, k)
     _close(per_sample, want, tol=1e-12)
@@ -178,17 +221,23 @@ def test_single_channel_second_order_and_vmap(x64, shape):
 
 def test_float64(x64):
     x, k, d = _arrays(SHAPES[2], dtype=np.float64)
-    assert fc.conv_valid(x, k).dtype == jnp.float64
-    _close(fc.conv_valid(x, k), fc.conv_valid_reference(x, k), tol=1e-12)
-    _close(fc.conv_weight_gradient(x, d, (5, 5)), plain_weight_gradient(x, d, (5, 5), (1, 1), (1, 1)), tol=1e-12)
+    assert conv_valid(x, k).dtype == jnp.float64
+    _close(conv_valid(x, k), lax_conv_valid(x, k), tol=1e-12)
+    _close(conv_weight_gradient(x, d, (5, 5)), plain_weight_gradient(x, d, (5, 5)), tol=1e-12)
 
 
 def test_eligibility():
-    assert fc.eligible((5, 5, 1, 16), (1, 1), (1, 1))
-    assert fc.eligible((5, 5, 6, 16), (1, 1), (1, 1))
-    assert not fc.eligible((5, 5, 1, 16), (2, 2), (1, 1))
-    assert not fc.eligible((5, 5, 1, 16), (1, 1), (2, 1))
-    assert not fc.eligible((3, 3, 64, 64), (1, 1), (1, 1))
+    assert ops.banded_serves((5, 5, 1, 16), (1, 1), (1, 1))
+    assert ops.banded_serves((5, 5, 6, 16), (1, 1), (1, 1))
+    assert not ops.banded_serves((5, 5, 1, 16), (2, 2), (1, 1))
+    assert not ops.banded_serves((5, 5, 1, 16), (1, 1), (2, 1))
+    assert not ops.banded_serves((3, 3, 64, 64), (1, 1), (1, 1))
+    # switched off: by the configuration in force, or passed explicitly
+    with ops.using(banded_conv=False):
+        assert not ops.banded_serves((5, 5, 1, 16), (1, 1), (1, 1))
+        assert ops.banded_serves((5, 5, 1, 16), (1, 1), (1, 1), ops.DEFAULT)
+    assert not ops.banded_serves((5, 5, 1, 16), (1, 1), (1, 1), ops.REFERENCE)
+    assert ops.banded_serves((5, 5, 1, 16), (1, 1), (1, 1), ops.Kernels(native=False))
 
 
 @pytest.mark.parametrize("n,dim,features", [(4, 27648, 10), (3, 50, 16), (5, 40, 84)])
@@ -196,7 +245,7 @@ def test_dense_weight_gradient_equals_plain(n, dim, features):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((n, dim)).astype(np.float32))
     d = jnp.asarray(rng.standard_normal((n, features)).astype(np.float32))
-    _close(jax.jit(fd.weight_gradient)(x, d), fd.weight_gradient_reference(x, d))
+    _close(jax.jit(fd.weight_gradient)(x, d), x.T @ d)
 
 
 @pytest.mark.parametrize("n,dim,features", [(4, 300, 10), (3, 50, 16), (5, 40, 84)])
@@ -204,7 +253,14 @@ def test_dense_matmul_derivatives_equal_plain(x64, n, dim, features):
     rng = np.random.default_rng(2)
     x, dx = (jnp.asarray(rng.standard_normal((n, dim))) for _ in range(2))
     k, dk = (jnp.asarray(rng.standard_normal((dim, features))) for _ in range(2))
-    assert fd.eligible(features) == (features <= fd.MAX_FEATURES)
+    # ops.dense takes the custom-JVP product for few outputs only, and not with dense=False (a fresh
+    # function each time: make_jaxpr, like jit, keeps one trace per function and shapes)
+    def product_is_custom():
+        return "custom_jvp_call" in str(jax.make_jaxpr(lambda x, k: ops.dense(x, k))(x, k))
+
+    assert product_is_custom() == (features <= fd.MAX_FEATURES)
+    with ops.using(dense=False):
+        assert not product_is_custom()
     _close(fd.matmul(x, k), x @ k, tol=1e-12)
     for tangents in ((dx, dk), (dx, jnp.zeros_like(dk)), (jnp.zeros_like(dx), dk)):
         got = jax.jit(lambda *a: jax.jvp(fd.matmul, a[:2], a[2:]))(x, k, *tangents)
@@ -233,7 +289,7 @@ def test_single_channel_kernel_term_second_order(x64, order):
     def second(conv):
         return jax.jit(outer(inner(lambda x, k, b: jnp.sum(jnp.tanh(conv(x, k, b)) * d), args), args))
 
-    got = second(lambda x, k, b: fc.conv_valid(x, k, b))(x, k, b)
+    got = second(lambda x, k, b: conv_valid(x, k, b))(x, k, b)
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(second(_lax_conv)(x, k, b))):
         _close(g, r, tol=1e-10)
 
@@ -243,7 +299,7 @@ def test_single_channel_partial_gradients(x64, argnums):
     """Gradients with respect to part of (x, kernel, bias): the others stay constants in the transpose."""
     x, k, d = _arrays((2, 7, 8, 1, 3, 3, 3), dtype=np.float64)
     b = jnp.asarray(np.random.default_rng(2).standard_normal(k.shape[-1]))
-    got = jax.jit(jax.grad(lambda x, k, b: jnp.sum(fc.conv_valid(x, k, b) * d), argnums))(x, k, b)
+    got = jax.jit(jax.grad(lambda x, k, b: jnp.sum(conv_valid(x, k, b) * d), argnums))(x, k, b)
     want = jax.grad(lambda x, k, b: jnp.sum(_lax_conv(x, k, b) * d), argnums)(x, k, b)
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         _close(g, r, tol=1e-12)

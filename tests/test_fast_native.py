@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jigcnn import zoo
-from jigcnn.backprop.conv import conv_weight_gradient as plain_weight_gradient
+from jax import lax
+
+from jigcnn import ops, zoo
 from jigcnn.fast import conv as fc
-from jigcnn.fast import native
+from jigcnn.fast import direct, native
 from jigcnn.grad import value_and_grad
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -22,7 +23,29 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module", autouse=True)
 def _native_on():
     if not native.available():
-        pytest.skip(f"native kernels unavailable: {native._STATE.get('error', 'switched off (JIGCNN_NATIVE=0)')}")
+        pytest.skip(f"native kernels unavailable: {native._STATE.get('error', 'not loaded')}")
+
+
+# --- the plain formulations, from lax only ---
+
+def lax_conv(x, k, b=None):
+    """What the native forward computes, with XLA's convolution."""
+    y = lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if b is None else y + b
+
+
+def plain_weight_gradient(x, d, kernel_hw):
+    """dL/dk of sum(lax_conv(x, k) * d): the transpose of lax's convolution in the kernel."""
+    k_like = jax.ShapeDtypeStruct((*kernel_hw, x.shape[-1], d.shape[-1]), d.dtype)
+    return jax.linear_transpose(lambda k: lax_conv(x, k), k_like)(d)[0]
+
+
+def conv_weight_gradient(x, delta, kernel_hw, *, with_bias=False):
+    return direct.conv_weight_gradient(x, delta, kernel_hw, block=None, with_bias=with_bias, native=True)
+
+
+def conv_input_gradient(delta, w, in_hw):
+    return direct.conv_input_gradient(delta, w, in_hw, block=None, native=True)
 
 
 def _arrays(n, h, w, cout, kh, kw, cin=1, seed=0, dtype=np.float32):
@@ -61,7 +84,7 @@ def test_forward_equals_lax(shape, with_bias):
     b = b if with_bias else None
     fn = lambda x, k: fc.conv_valid(x, k, b)  # noqa: E731
     assert _calls(fn, x, k) == 1
-    _close(jax.jit(fn)(x, k), native.reference_forward(x, k, b))
+    _close(jax.jit(fn)(x, k), lax_conv(x, k, b))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -70,7 +93,7 @@ def test_weight_gradient_kernel_equals_plain(shape):
     x, k, _, d = _arrays(*shape, seed=1)
     kh, kw = k.shape[:2]
     dw, db = jax.jit(lambda x, d: native._ffi_weight_gradient(x, d, kh, kw))(x, d)
-    _close(dw, plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1)))
+    _close(dw, plain_weight_gradient(x, d, (kh, kw)))
     _close(db, d.sum(axis=(0, 1, 2)))
 
 
@@ -79,10 +102,10 @@ def test_weight_gradient_kernel_equals_plain(shape):
 def test_conv_weight_gradient_uses_native(shape, with_bias):
     x, k, _, d = _arrays(*shape, seed=2)
     kh, kw = k.shape[:2]
-    fn = lambda x, d: fc.conv_weight_gradient(x, d, (kh, kw), with_bias=with_bias)  # noqa: E731
+    fn = lambda x, d: conv_weight_gradient(x, d, (kh, kw), with_bias=with_bias)  # noqa: E731
     assert _calls(fn, x, d) == 1
     got = jax.jit(fn)(x, d)
-    want = plain_weight_gradient(x, d, (kh, kw), (1, 1), (1, 1))
+    want = plain_weight_gradient(x, d, (kh, kw))
     if with_bias:
         _close(got[0], want)
         _close(got[1], d.sum(axis=(0, 1, 2)))
@@ -93,9 +116,9 @@ def test_conv_weight_gradient_uses_native(shape, with_bias):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_input_gradient_equals_plain(shape):
     x, k, _, d = _arrays(*shape, seed=9)
-    want = jax.vjp(lambda x: native.reference_forward(x, k, None), x)[1](d)[0]
+    want = jax.vjp(lambda x: lax_conv(x, k), x)[1](d)[0]
     _close(jax.jit(native._ffi_input_gradient)(d, k), want)
-    fn = lambda d, k: fc.conv_input_gradient(d, k, x.shape[1:3])  # noqa: E731
+    fn = lambda d, k: conv_input_gradient(d, k, x.shape[1:3])  # noqa: E731
     assert _calls(fn, d, k) == 1
     _close(jax.jit(fn)(d, k), want)
 
@@ -106,42 +129,76 @@ def test_autodiff_input_gradient_is_native():
     loss = lambda x, k, b: jnp.sum(jnp.tanh(fc.conv_valid(x, k, b)) * d)  # noqa: E731
     grad = jax.grad(loss, argnums=(0, 1, 2))
     assert _calls(grad, x, k, b) == 3
-    want = jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(native.reference_forward(x, k, b)) * d), argnums=(0, 1, 2))
+    want = jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(lax_conv(x, k, b)) * d), argnums=(0, 1, 2))
     for g, w in zip(jax.jit(grad)(x, k, b), want(x, k, b)):
         _close(g, w)
 
 
 def test_eligibility():
     x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
-    assert native.forward_eligible(x, k, b) and native.weight_gradient_eligible(x, d, (5, 5))
-    assert native.weight_gradient_eligible(x, d[..., :6], (5, 5))  # few maps: vectorised over columns
+    assert native.serves("forward", x, k, b) and native.serves("weight", x, d, kernel_hw=(5, 5))
+    assert native.serves("forward", x, k)
+    assert native.serves("weight", x, d[..., :6], kernel_hw=(5, 5))  # few maps: vectorised over columns
     d20 = jnp.concatenate([d, d[..., :4]], axis=-1)
-    assert not native.weight_gradient_eligible(x, d20, (5, 5))  # a part-empty last group of 16: XLA's GEMM
+    assert not native.serves("weight", x, d20, kernel_hw=(5, 5))  # a part-empty last group of 16: XLA's GEMM
     xl = jnp.zeros((1, 20, 20, 1))
-    assert not native.weight_gradient_eligible(xl, jnp.zeros((1, 8, 8, 16)), (13, 13))  # 169 taps > MAX_TAPS
-    assert not native.weight_gradient_eligible(x, d, (3, 3))  # shapes that do not fit the kernel
+    assert not native.serves("weight", xl, jnp.zeros((1, 8, 8, 16)), kernel_hw=(13, 13))  # 169 taps > MAX_TAPS
+    assert not native.serves("weight", x, d, kernel_hw=(3, 3))  # shapes that do not fit the kernel
     x3 = jnp.concatenate([x, x], axis=-1)
-    assert not native.forward_eligible(x3, k)  # the kernel's input channels do not match
+    assert not native.serves("forward", x3, k)  # the kernel's input channels do not match
     k3 = jnp.concatenate([k, k], axis=2)
-    assert native.forward_eligible(x3, k3) and _calls(lambda x, k: fc.conv_valid(x, k), x3, k3) == 1
-    assert not native.forward_eligible(x, k.astype(jnp.bfloat16))
-    assert native.input_gradient_eligible(d, k) and not native.input_gradient_eligible(d[..., :6], k)
-    assert not native.input_gradient_eligible(d, k.astype(jnp.bfloat16))
+    assert native.serves("forward", x3, k3) and _calls(lambda x, k: fc.conv_valid(x, k), x3, k3) == 1
+    assert not native.serves("forward", x, k.astype(jnp.bfloat16))
+    assert not native.serves("forward", x, k, b.astype(jnp.bfloat16))  # the bias's dtype counts too
+    assert native.serves("input", d, k) and not native.serves("input", d[..., :6], k)
+    assert not native.serves("input", d, k.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        native.serves("backward", x, k)
 
 
 def test_float64_takes_the_xla_formulation(x64):
     x, k, b, d = _arrays(2, 12, 12, 16, 5, 5, dtype=np.float64)
-    assert not native.forward_eligible(x, k, b)
+    assert not native.serves("forward", x, k, b)
+    assert not native.serves("weight", x, d, kernel_hw=(5, 5)) and not native.serves("input", d, k)
     assert _calls(lambda x, k: fc.conv_valid(x, k, b), x, k) == 0
-    assert _calls(lambda x, d: fc.conv_weight_gradient(x, d, (5, 5)), x, d) == 0
-    assert _calls(lambda d, k: fc.conv_input_gradient(d, k, (12, 12)), d, k) == 0
+    assert _calls(lambda x, d: conv_weight_gradient(x, d, (5, 5)), x, d) == 0
+    assert _calls(lambda d, k: conv_input_gradient(d, k, (12, 12)), d, k) == 0
 
 
-def test_switched_off(monkeypatch):
-    monkeypatch.setattr(native, "ENABLED", False)
+def _ops_conv(b):
+    """A fresh function each call, traced under the configuration in force (jit keeps one trace per function)."""
+    return lambda x, k: ops.conv(x, k, b, strides=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))
+
+
+def test_switched_off():
     x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
-    assert not native.available()
-    assert _calls(lambda x, k: fc.conv_valid(x, k, b), x, k) == 0
+    assert _calls(_ops_conv(b), x, k) == 1
+    with ops.using(native=False):
+        assert native.available()  # loaded, but the configuration says no
+        assert _calls(_ops_conv(b), x, k) == 0
+        grad = jax.grad(lambda x, k, b: jnp.sum(_ops_conv(b)(x, k)), argnums=(0, 1, 2))
+        assert _calls(grad, x, k, b) == 0
+    with ops.using("reference"):
+        assert _calls(_ops_conv(b), x, k) == 0
+    # below jigcnn.ops, the switch is the argument
+    assert _calls(lambda x, k: fc.conv_valid(x, k, b, native=False), x, k) == 0
+    assert _calls(lambda x, d: direct.conv_weight_gradient(x, d, (5, 5), block=None, with_bias=True,
+                                                           native=False), x, d) == 0
+    assert _calls(lambda d, k: direct.conv_input_gradient(d, k, (12, 12), block=None, native=False), d, k) == 0
+    assert _calls(_ops_conv(b), x, k) == 1
+
+
+def test_serves_false_takes_the_xla_formulation(monkeypatch):
+    """Where no native kernel serves (kernels not loaded, say), every path takes the banded GEMM."""
+    x, k, b, d = _arrays(2, 12, 12, 16, 5, 5)
+    monkeypatch.setattr(native, "serves", lambda *a, **kw: False)
+    grad = jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fc.conv_valid(x, k, b)) * d), argnums=(0, 1, 2))
+    assert _calls(grad, x, k, b) == 0
+    assert _calls(lambda x, d: conv_weight_gradient(x, d, (5, 5), with_bias=True), x, d) == 0
+    assert _calls(lambda d, k: conv_input_gradient(d, k, (12, 12)), d, k) == 0
+    want = jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(lax_conv(x, k, b)) * d), argnums=(0, 1, 2))(x, k, b)
+    for g, w in zip(jax.jit(grad)(x, k, b), want):
+        _close(g, w)
 
 
 def test_deterministic_and_independent_of_batch_split():
@@ -159,7 +216,7 @@ def test_deterministic_and_independent_of_batch_split():
 def test_autodiff_jvp_and_vmap_through_native_forward(cin):
     """The custom JVP keeps forward mode and reverse mode working when the primal is native."""
     x, k, b, d = _arrays(2, 16, 14, 16, 5, 5, cin, seed=4)
-    ref = lambda x, k, b: native.reference_forward(x, k, b)  # noqa: E731
+    ref = lambda x, k, b: lax_conv(x, k, b)  # noqa: E731
     fast = lambda x, k, b: fc.conv_valid(x, k, b)  # noqa: E731
     grads = jax.jit(jax.grad(lambda *a: jnp.sum(jnp.tanh(fast(*a)) * d), argnums=(0, 1, 2)))(x, k, b)
     want = jax.grad(lambda *a: jnp.sum(jnp.tanh(ref(*a)) * d), argnums=(0, 1, 2))(x, k, b)
@@ -268,24 +325,29 @@ def test_second_order_through_native_kernels(order, cin):
 
     fast = lambda x, k, b: fc.conv_valid(x, k, b)  # noqa: E731
     assert _calls(jax.grad(lambda x, k, b: jnp.sum(jnp.tanh(fast(x, k, b)) * d), 1), x, k, b) == 2
-    for g, r in zip(jax.tree.leaves(second(fast)(x, k, b)), jax.tree.leaves(second(native.reference_forward)(x, k, b))):
+    for g, r in zip(jax.tree.leaves(second(fast)(x, k, b)), jax.tree.leaves(second(lax_conv)(x, k, b))):
         _close(g, r, tol=1e-4)
 
 
-def test_suspended_traces_the_xla_formulation_and_restores():
+def test_native_off_traces_the_xla_formulation_and_restores():
     """(A fresh function each time: jit keeps one trace per function, made under the state of its first call.)"""
     x, k, b, _ = _arrays(2, 12, 12, 16, 5, 5)
 
     def calls():
-        return _calls(lambda x, k: fc.conv_valid(x, k, b), x, k)
+        return _calls(_ops_conv(b), x, k)
 
-    with native.suspended():
-        assert not native.available() and calls() == 0
-        with native.suspended(False):  # an inner block cannot switch them back on
+    with ops.using(native=False):
+        assert not ops.current().native and calls() == 0
+        with ops.using():  # an inner block that changes nothing keeps them off
             assert calls() == 0
-    with native.suspended(False):
+        with ops.using(pool=False):  # nor does one that changes another switch
+            assert not ops.current().native and calls() == 0
+        with ops.using(native=True):  # an explicit inner switch turns them back on, for its block only
+            assert calls() == 1
+        assert calls() == 0
+    with ops.using(native=True):
         assert calls() == 1
-    assert native.available() and calls() == 1
+    assert ops.current() == ops.DEFAULT and native.available() and calls() == 1
 
 
 def test_lowering_for_another_platform_takes_the_xla_formulation():

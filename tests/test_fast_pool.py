@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jigcnn import ops
 from jigcnn.fast import pool as fp
 from jigcnn.layers import MaxPool
 from jigcnn.layers.pool import window_stack
@@ -52,12 +53,19 @@ def test_nan_windows_route_like_argmax():
     np.testing.assert_array_equal(np.isnan(np.asarray(y)), np.isnan(np.asarray(plain_max_pool(x, (2, 2), (2, 2)))))
 
 
-def test_layer_uses_fast_path_only_for_tiling_windows():
-    assert fp.eligible((2, 2), (2, 2))
-    assert not fp.eligible((3, 3), (2, 2))
+def test_layer_uses_fast_path_only_for_tiling_windows(monkeypatch):
+    calls = []
+    real = fp.max_pool
+    monkeypatch.setattr(fp, "max_pool", lambda *a: calls.append(a[1:]) or real(*a))
     x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 9, 9, 3)).astype(np.float32))
     for layer in (MaxPool(2), MaxPool(3, 2), MaxPool((2, 3))):
         k, s, out = layer.geometry(x.shape[1:])
         y, _ = layer.apply({}, {}, x)
         win = window_stack(x, k, s, out[:2])
         np.testing.assert_array_equal(np.asarray(y), np.asarray(win.max(axis=-1)))
+    # only the windows that tile the map (window == stride) went through the selects
+    assert calls == [((2, 2), (4, 4)), ((2, 3), (4, 3))]
+    calls.clear()
+    with ops.using(pool=False):
+        MaxPool(2).apply({}, {}, x)
+    assert calls == []

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from jigcnn import ops
 from jigcnn.fast import wide_conv as wc
 from jigcnn.layers import Conv2D
 
@@ -91,14 +92,27 @@ def test_transposed_input_is_the_transpose_and_stays_a_conditional():
     assert "conditional(" in f.lower(x).compile().as_text()
 
 
-def test_eligible(monkeypatch):
-    assert wc.eligible((2, 4, 4, 3)) == (jax.default_backend() == "cpu")
-    assert not wc.eligible((0, 4, 4, 3))
-    monkeypatch.setattr(wc, "ENABLED", False)
-    assert not wc.eligible((2, 4, 4, 3))
+def _traces_wide_conv(monkeypatch, x_shape, **switches):
+    """Whether a Conv2D's forward on `x_shape` traces through fast.wide_conv under ops.using(**switches)."""
+    layer = Conv2D(features=6, kernel_size=(3, 3), padding="same")
+    _, params, state = layer.init(jax.random.key(0), x_shape[1:])
+    calls = []
+    real = wc.conv
+    monkeypatch.setattr(wc, "conv", lambda *a: calls.append(1) or real(*a))
+    with ops.using(**switches):
+        jax.make_jaxpr(lambda p, x: layer.apply(p, state, x)[0])(params, jnp.zeros(x_shape, jnp.float32))
+    monkeypatch.setattr(wc, "conv", real)
+    return bool(calls)
 
 
-def test_conv2d_layer_gradient_unchanged_by_the_wide_path(monkeypatch, x64):
+def test_the_door_routes_wide_convolutions_only_when_switched_on(monkeypatch):
+    assert _traces_wide_conv(monkeypatch, (2, 4, 4, 20)) == (jax.default_backend() == "cpu")
+    assert not _traces_wide_conv(monkeypatch, (0, 4, 4, 20))  # an empty batch: plain lax
+    assert not _traces_wide_conv(monkeypatch, (2, 4, 4, 20), wide_conv=False)
+    assert not _traces_wide_conv(monkeypatch, (2, 4, 4, 3))  # few channels: the banded kernels, not wide_conv
+
+
+def test_conv2d_layer_gradient_unchanged_by_the_wide_path(x64):
     """A Conv2D too wide for jigcnn.fast.conv: the same loss gradient with and without wide_conv."""
     layer = Conv2D(features=6, kernel_size=(3, 3), padding="same", activation="relu")
     rng = np.random.default_rng(4)
@@ -108,11 +122,12 @@ def test_conv2d_layer_gradient_unchanged_by_the_wide_path(monkeypatch, x64):
     def grads():
         return jax.jit(jax.grad(lambda p, x: jnp.sum(layer.apply(p, state, x)[0] ** 2), (0, 1)))(params, x)
 
-    if not wc.eligible(x.shape):
+    if jax.default_backend() != "cpu":
         pytest.skip("wide_conv serves CPU only")
-    with_wide = grads()
-    monkeypatch.setattr(wc, "ENABLED", False)
-    without = grads()
+    with ops.using(wide_conv=True):
+        with_wide = grads()
+    with ops.using(wide_conv=False):
+        without = grads()
     for a, b in zip(jax.tree.leaves(with_wide), jax.tree.leaves(without)):
         _close(a, b)
 

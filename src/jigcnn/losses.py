@@ -7,6 +7,8 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
+from jigcnn.checks import check_class_targets  # concrete labels only (tracers are skipped)
+
 
 def _check_same_shape(name, pred, target):
     if pred.shape != target.shape:
@@ -38,8 +40,6 @@ def check_labels(name, outputs, labels):
             raise ValueError(f"{name}: {labels.shape[0]} labels for a batch of {outputs.shape[0]} outputs")
     elif labels.shape != outputs.shape:
         raise ValueError(f"{name}: predictions {outputs.shape} and targets {labels.shape} must have the same shape")
-    from jigcnn.train.validate import check_class_targets  # concrete labels only (tracers are skipped)
-
     check_class_targets(labels, outputs.shape[-1], name)
 
 

@@ -12,8 +12,10 @@ writes it), so a fast kernel is a drop-in, never inlined into a backward rule.
 The configuration is explicit and scoped: ``with ops.using(native=False): ...`` or
 ``with ops.using("reference"): ...`` (every fast kernel off). It is read when a function is
 *traced*: a program compiled after the switch honours it; a jitted function already traced
-keeps the kernels it was traced with (jigcnn's train-step builders capture the configuration
-when they are built and key their caches by it). Nothing is read from the environment.
+keeps the kernels it was traced with, and since JAX caches traces per Python function, so
+does ``jax.jit(f)`` of the same ``f`` wrapped again (trace a fresh function, for example
+``lambda *a: f(*a)``, to change kernels; jigcnn's train-step builders build a new function per
+configuration and key their caches by it). Nothing is read from the environment.
 """
 
 from __future__ import annotations
