@@ -114,6 +114,34 @@ def test_learning_rate_schedule():
     np.testing.assert_allclose(u2["dense3"]["bias"], -0.05, rtol=1e-6)
 
 
+@pytest.mark.parametrize("lr, why", [
+    (-1, r"must be a finite number > 0, got -1 \(a negative learning rate trains uphill\)"),
+    (0, r"must be a finite number > 0, got 0$"),
+    (0.0, r"must be a finite number > 0, got 0.0$"),
+    (float("nan"), r"must be a finite number > 0, got nan$"),
+    (float("inf"), r"must be a finite number > 0, got inf$"),
+    ("fast", r"must be a number > 0 or an optax schedule, got 'fast'$"),
+    ("0.1", r"must be a number > 0 or an optax schedule, got '0.1'$"),  # no silent conversion of a string
+    (True, r"must be a number > 0 or an optax schedule, got True$"),
+    ([0.1], r"must be a number > 0 or an optax schedule, got \[0.1\]$"),
+])
+@pytest.mark.parametrize("name", ["sgd", "nesterov", "adam"])
+def test_make_optimizer_refuses_a_learning_rate_that_is_no_positive_finite_number(name, lr, why):
+    from jigcnn.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^optimizer '{name}': learning_rate {why}"):
+        make_optimizer({"name": name, "learning_rate": lr})
+
+
+def test_make_optimizer_accepts_numpy_scalars_and_schedules_as_learning_rate():
+    params = make_params()
+    grads = jax.tree.map(jnp.ones_like, params)
+    for lr in (np.float32(0.5), 1, optax.constant_schedule(0.5)):
+        tx = make_optimizer({"name": "sgd", "learning_rate": lr})
+        u, _ = tx.update(grads, tx.init(params), params)
+        np.testing.assert_allclose(u["dense3"]["bias"], -float(lr(0) if callable(lr) else lr))
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'.*'sgd'.*'rmsprop'"):
         make_optimizer({"name": "lbfgs", "learning_rate": 0.1})
@@ -143,7 +171,8 @@ def test_exclude_biases_all_and_per_layer():
     np.testing.assert_array_equal(p["conv1"]["bias"], params["conv1"]["bias"])
     assert np.all(np.asarray(p["conv2"]["bias"]) != np.asarray(params["conv2"]["bias"]))
 
-    with pytest.raises(ValueError, match=r"no layer\(s\) \['conv9'\].*'conv1'"):
+    with pytest.raises(ValueError, match=r"exclude_biases: no layer\(s\) 'conv9' \(near: .*'conv1'.*\) in the params; "
+                                         r"top-level layers are \['conv1', 'conv2', 'dense3'\]$"):
         exclude_biases(optax.sgd(0.1), layers="conv9").init(params)
 
 
@@ -189,7 +218,8 @@ def test_freeze_train_unfreeze_train(carry):
 
 def test_freeze_layers_errors_and_string_name():
     params = make_params()
-    with pytest.raises(ValueError, match=r"freeze_layers: no layer\(s\) \['dense9'\] in the params; layers are"):
+    with pytest.raises(ValueError, match=r"freeze_layers: no layer\(s\) 'dense9' \(near: 'dense3'\) in the params; "
+                                         r"top-level layers are \['conv1', 'conv2', 'dense3'\]$"):
         freeze_layers(optax.sgd(0.1), ["dense9"]).init(params)
     p, _ = train(freeze_layers(optax.sgd(0.1), "dense3"), params, 2)
     np.testing.assert_array_equal(p["dense3"]["kernel"], params["dense3"]["kernel"])
@@ -211,3 +241,88 @@ def test_freeze_by_predicate_and_nesting_with_freezeconnect():
     for layer in params:
         np.testing.assert_array_equal(p[layer]["bias"], params[layer]["bias"])
     assert not np.array_equal(p["dense3"]["kernel"], params["dense3"]["kernel"])
+
+
+# --- freezing inside graph blocks (zoo.resnet20: nested names and block prefixes) -------
+
+
+@pytest.fixture(scope="module")
+def resnet20_params():
+    """ResNet-20's params as ones of the right shapes (from the shapes alone: no draw, no training)."""
+    from jigcnn import zoo
+
+    model = zoo.resnet20()
+    shapes = jax.eval_shape(lambda k: model.init(k)[0], jax.random.key(0))
+    return jax.tree.map(lambda a: jnp.ones(a.shape, a.dtype), shapes)
+
+
+def _moved(tx, params):
+    """The nested names of the arrays that one step of ``tx`` with all-one gradients changes."""
+    from jigcnn.optim.select import path_names
+
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+    return {"/".join(path_names(p)) for p, u in flat if np.any(np.asarray(u) != 0)}
+
+
+def _all(params):
+    from jigcnn.optim.select import path_names
+
+    return {"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def test_freeze_layers_by_nested_name_inside_resnet20(resnet20_params):
+    params = resnet20_params
+    every = _all(params)
+    moved = _moved(freeze_layers(optax.sgd(0.1), ["stage2/block1/conv1", "fc"]), params)
+    assert every - moved == {"stage2/block1/conv1/kernel", "fc/kernel", "fc/bias"}
+    # the same-named conv1 of other blocks (and the top-level conv1) still learn
+    assert {"conv1/kernel", "stage1/block1/conv1/kernel", "stage2/block2/conv1/kernel"} <= moved
+
+
+@pytest.mark.parametrize("prefix", ["stage2", "stage3/block2"])
+def test_freeze_layers_by_block_prefix_inside_resnet20(resnet20_params, prefix):
+    params = resnet20_params
+    every = _all(params)
+    frozen = every - _moved(freeze_layers(optax.adam(0.1), prefix), params)
+    assert frozen == {n for n in every if n.startswith(prefix + "/")}
+    # 6 arrays per block (2 conv kernels, 2 batch norms' scale and offset; the option-A shortcut has none)
+    assert len(frozen) == (3 * 6 if prefix == "stage2" else 6)
+
+
+def test_freeze_layers_prefix_is_whole_names_not_characters():
+    params = {"stage1": {"conv": {"kernel": jnp.ones((2,))}}, "stage10": {"conv": {"kernel": jnp.ones((2,))}}}
+    assert _moved(freeze_layers(optax.sgd(0.1), "stage1"), params) == {"stage10/conv/kernel"}
+
+
+def test_exclude_biases_by_nested_name():
+    params = {"block": {"conv1": {"kernel": jnp.ones((2,)), "bias": jnp.ones((2,))},
+                        "conv2": {"kernel": jnp.ones((2,)), "bias": jnp.ones((2,))}}}
+    assert _moved(exclude_biases(optax.sgd(0.1), layers="block/conv1"), params) == {
+        "block/conv1/kernel", "block/conv2/kernel", "block/conv2/bias"}
+
+
+def test_freeze_layers_unknown_nested_name_lists_near_matches(resnet20_params):
+    from jigcnn.errors import UserError
+
+    with pytest.raises(UserError, match=r"^freeze_layers: no layer\(s\) 'stage2/block1/conv9' \(near: "
+                                        r"[^)]*'stage2/block1/conv1'[^)]*\) in the params; top-level layers are "
+                                        r"\['bn1', 'conv1', 'fc', 'stage1', 'stage2', 'stage3'\] \(a layer inside a block by its nested "
+                                        r"name, e.g. 'stage3/block3/conv2', or a whole block by its prefix, e.g. "
+                                        r"'stage3/block3'\)$"):
+        freeze_layers(optax.sgd(0.1), ["fc", "stage2/block1/conv9"]).init(resnet20_params)
+    with pytest.raises(UserError, match=r"no layer\(s\) 'stage2/block1/conv1/kernel'"):  # an array is no layer
+        freeze_layers(optax.sgd(0.1), "stage2/block1/conv1/kernel").init(resnet20_params)
+    with pytest.raises(UserError, match=r"no layer\(s\) 'stage4' \(near: 'stage3', 'stage2', 'stage1'\) in"):
+        freeze_layers(optax.sgd(0.1), "stage4").init(resnet20_params)
+
+
+@pytest.mark.parametrize("names, shown", [([""], r"\[''\]"), ([3], r"\[3\]"), (["fc", None], r"\[None\]"),
+                                          (7, "7")])
+def test_freeze_layers_refuses_names_that_are_no_strings_at_construction(names, shown):
+    from jigcnn.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^freeze_layers: layer names must be .*, got {shown}$"):
+        freeze_layers(optax.sgd(0.1), names)
+    with pytest.raises(UserError, match=rf"^exclude_biases: layer names must be .*, got {shown}$"):
+        exclude_biases(optax.sgd(0.1), layers=names)

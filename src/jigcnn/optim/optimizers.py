@@ -12,6 +12,7 @@ update is exactly zero.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any, Iterable
 
@@ -19,7 +20,16 @@ import jax
 import optax
 from optax.transforms import MaskedNode
 
-from jigcnn.optim.select import Where, _is_masked_node, biases_only, path_names, resolve_where
+from jigcnn.errors import UserError
+from jigcnn.optim.select import (
+    Where,
+    _is_masked_node,
+    biases_only,
+    check_learning_rate,
+    in_layers,
+    nested_layer_names,
+    resolve_where,
+)
 
 # name -> (optax factory, fixed kwargs, allowed hyper-parameters, defaults)
 _OPTIMIZERS: dict[str, tuple[Any, dict, tuple[str, ...], dict]] = {
@@ -77,7 +87,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
     descent; aliases gd, plain), momentum, nesterov (alias nag), adam, adamw,
     adagrad, rmsprop. ``learning_rate`` is required and may be an optax
     schedule. Entries set to None are ignored (optax's default is used);
-    ``momentum`` defaults to 0.9 for momentum/nesterov.
+    ``momentum`` defaults to 0.9 for momentum/nesterov. A learning rate that
+    is not a finite number > 0 (or a callable schedule) is an error here, before
+    any training: -1 trains uphill, 0 not at all, and "fast" or True is no number.
     """
     cfg = {k: v for k, v in _config_dict(config).items() if v is not None}
     if "name" not in cfg:
@@ -96,15 +108,41 @@ def make_optimizer(config) -> optax.GradientTransformation:
         )
     if "learning_rate" not in cfg:
         raise ValueError(f"optimizer {key!r} needs a learning_rate (a float or an optax schedule)")
+    check_learning_rate(cfg["learning_rate"], "learning_rate", f"optimizer {key!r}")
     kwargs = {**defaults, **cfg, **fixed}
     return factory(**kwargs)
 
 
+def _layer_name_tuple(names, who: str) -> tuple[str, ...]:
+    """``names`` as a tuple of non-empty strings (one string is one name); anything else is an error."""
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise UserError(f"{who}: layer names must be a string or an iterable of strings, got {names!r}") from None
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise UserError(f"{who}: layer names must be non-empty strings (nested ones '/'-joined), got {bad!r}")
+    return names
+
+
 def _check_layers(names: Iterable[str], tree, who: str) -> None:
-    have = set(tree.keys()) if isinstance(tree, Mapping) else set()
-    missing = sorted(set(names) - have)
-    if missing:
-        raise ValueError(f"{who}: no layer(s) {missing} in the params; layers are {sorted(have)}")
+    """An error naming every name of ``names`` that is no (nested) layer of the params ``tree``, with near matches."""
+    have = nested_layer_names(tree) if isinstance(tree, Mapping) else []
+    known = set(have)
+    missing = [n for n in names if n not in known]
+    if not missing:
+        return
+    hints = []
+    for n in missing:
+        near = difflib.get_close_matches(n, have, n=3, cutoff=0.6)
+        hints.append(f"{n!r} (near: {', '.join(map(repr, near))})" if near else repr(n))
+    top = [k for k in tree] if isinstance(tree, Mapping) else []
+    inner = [n for n in have if "/" in n]
+    how = (f" (a layer inside a block by its nested name, e.g. {inner[-1]!r}, or a whole block by its prefix,"
+           f" e.g. {inner[-1].rsplit('/', 1)[0]!r})" if inner else "")
+    raise UserError(f"{who}: no layer(s) {', '.join(hints)} in the params; top-level layers are {top}{how}")
 
 
 def freeze(tx: optax.GradientTransformation, where: Where) -> optax.GradientTransformation:
@@ -120,17 +158,21 @@ def freeze(tx: optax.GradientTransformation, where: Where) -> optax.GradientTran
 def freeze_layers(tx: optax.GradientTransformation, names: Iterable[str]) -> optax.GradientTransformation:
     """Wrap ``tx`` so every array of the layers ``names`` gets zero updates; ``names=()`` freezes nothing.
 
+    A name is a layer's nested name inside graph blocks (``"stage2/block1/conv1"``) or a block's
+    prefix (``"stage2"`` or ``"stage2/block1"`` freeze every layer inside); see
+    :func:`jigcnn.optim.select.nested_layer_names`. Names are checked against the params when
+    the optimizer state is built (``tx.init``): an unknown one is an error listing near matches.
+
     Unfreeze by building ``freeze_layers(base_tx, other_names)`` and either
     re-initialising its state from the current params or moving the old state
     over with :func:`carry_state`.
     """
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
+    names = _layer_name_tuple(names, "freeze_layers")
+    wanted = frozenset(names)
 
     def labels(tree):
         _check_layers(names, tree, "freeze_layers")
-        sel = jax.tree_util.tree_map_with_path(lambda p, _: path_names(p)[0] in names, tree)
+        sel = jax.tree_util.tree_map_with_path(lambda p, _: in_layers(wanted, p), tree)
         return jax.tree.map(lambda frozen: "frozen" if frozen else "train", sel)
 
     return optax.partition({"train": tx, "frozen": optax.set_to_zero()}, labels)
@@ -139,17 +181,16 @@ def freeze_layers(tx: optax.GradientTransformation, names: Iterable[str]) -> opt
 def exclude_biases(
     tx: optax.GradientTransformation, layers: Iterable[str] | None = None
 ) -> optax.GradientTransformation:
-    """Wrap ``tx`` so the biases (of all layers, or of ``layers``) do not learn."""
-    if isinstance(layers, str):
-        layers = (layers,)
-    names = None if layers is None else tuple(layers)
+    """Wrap ``tx`` so the biases (of all layers, or of ``layers``: nested names or block prefixes) do not learn."""
+    names = None if layers is None else _layer_name_tuple(layers, "exclude_biases")
+    wanted = None if names is None else frozenset(names)
 
     def labels(tree):
         if names is not None:
             _check_layers(names, tree, "exclude_biases")
 
         def frozen(path, leaf):
-            return biases_only(path, leaf) and (names is None or path_names(path)[0] in names)
+            return biases_only(path, leaf) and (wanted is None or in_layers(wanted, path))
 
         sel = jax.tree_util.tree_map_with_path(frozen, tree)
         return jax.tree.map(lambda f: "frozen" if f else "train", sel)
