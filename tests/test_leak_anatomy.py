@@ -81,6 +81,26 @@ def _manifest(folder: pathlib.Path) -> pathlib.Path:
     return csv
 
 
+def test_manifest_folder_one_point_keeps_groups_on_one_side(tmp_path):
+    """The default run: the centre point only, on a manifest folder (determinism: the slow test below)."""
+    from experiments import leak_anatomy
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    csv = _manifest(folder)
+    point = [p for p in leak_anatomy.design(True) if p["role"] == "centre"]
+    leak_anatomy.run(out=tmp_path / "out0", quick=True, manifest=str(csv), target="age,kind", points=point,
+                     verbose=False)
+    data = json.loads((tmp_path / "out0" / "results.json").read_text())
+    assert data["real_data"] is True and "manifest" in data["data"] and data["tasks"] == ["age", "kind"]
+    for c in data["cells"]:
+        if c["protocol"] == "grouped":
+            assert c["sources_in_train_and_test"] == 0 and c["nn1_same_source"] == 0.0
+    assert {c["protocol"] for c in data["cells"]} == {"paper", "grouped"}
+    assert all(c["sources_in_train_and_test"] > 0 for c in data["cells"] if c["protocol"] == "paper")
+
+
+@pytest.mark.slow
 def test_manifest_folder_keeps_groups_on_one_side_and_is_deterministic(tmp_path):
     from experiments import leak_anatomy
 
