@@ -28,6 +28,34 @@ def test_auto_turns_ynn_convolutions_off_only_for_xla_convolutions():
     assert resolve_compiler_options("auto", wide_model()) == YNN_REDUCE_ONLY
 
 
+def test_auto_sees_convolutions_nested_in_graph_blocks():
+    from jigcnn import GlobalAvgPool, Parallel, Residual, Serial
+
+    # zoo.resnet20: its only top-level conv has 3 input channels (a banded kernel serves it); the 16-64 channel
+    # convolutions are inside Serial stages of Residual blocks
+    assert uses_xla_convolution(zoo.resnet20())
+    assert resolve_compiler_options("auto", zoo.resnet20()) == YNN_REDUCE_ONLY
+
+    def net(block):  # the top-level conv has one input channel: 9 taps, a banded kernel serves it
+        return Sequential([Conv2D(features=24, kernel_size=3, padding="same"), block, GlobalAvgPool(),
+                           Dense(features=2)], input_shape=(8, 8, 1))
+
+    def narrow(name="narrow"):  # 1x1 over 24 channels: 24 taps, served
+        return Conv2D(features=24, kernel_size=1, name=name)
+
+    def wide(name="wide"):  # 3x3 over 24 channels: 216 taps, XLA's convolution
+        return Conv2D(features=24, kernel_size=3, padding="same", name=name)
+
+    assert not uses_xla_convolution(net(Serial([narrow()], name="s")))  # the control: served convolutions only
+    assert not uses_xla_convolution(net(Residual([narrow()], shortcut=narrow("proj"))))
+    for block in (Serial([Serial([wide()], name="inner")], name="outer"),
+                  Residual([narrow(), wide()]),
+                  Residual([narrow()], shortcut=wide("proj")),  # only the shortcut's convolution is wide
+                  Parallel([narrow(), Serial([wide()], name="b2")], join="concat")):
+        assert uses_xla_convolution(net(block)), block
+        assert resolve_compiler_options("auto", net(block)) == YNN_REDUCE_ONLY
+
+
 def test_auto_without_input_shape_keeps_defaults_and_explicit_values_pass_through():
     m = Sequential([Conv2D(features=24, kernel_size=3), Flatten(), Dense(features=2)])
     assert resolve_compiler_options("auto", m) is None

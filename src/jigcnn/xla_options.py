@@ -38,24 +38,39 @@ def wide_conv_options() -> tuple:
     return tuple(YNN_REDUCE_ONLY.items())
 
 
-def uses_xla_convolution(model, input_shape=None) -> bool:
-    """Whether some ``Conv2D`` of ``model`` runs XLA's convolution (no banded / native kernel of `jigcnn.ops` serves it)."""
-    from jigcnn import ops
+def _convolutions(layers, shapes):
+    """(Conv2D, its input shape) for every convolution of ``layers``, those inside graph blocks too."""
     from jigcnn.layers.conv import Conv2D
+    from jigcnn.layers.graph import Block
+
+    for layer, in_shape in zip(layers, shapes):
+        if isinstance(layer, Block):
+            rows = layer.child_shapes(tuple(in_shape))
+            yield from _convolutions([r[0] for r in rows], [r[1] for r in rows])
+        elif isinstance(layer, Conv2D):
+            yield layer, tuple(in_shape)
+
+
+def uses_xla_convolution(model, input_shape=None) -> bool:
+    """Whether some ``Conv2D`` of ``model`` (inside Serial / Residual / Parallel blocks too) runs XLA's convolution.
+
+    That is, a convolution that no banded / native kernel of `jigcnn.ops` serves.
+    """
+    from jigcnn import ops
 
     shapes = model.shapes(input_shape)
-    for layer, in_shape in zip(model.layers, shapes[:-1]):
-        if isinstance(layer, Conv2D):
-            k, s, d, _, _ = layer.geometry(in_shape)
-            if not ops.banded_serves((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
-                return True
+    for layer, in_shape in _convolutions(model.layers, shapes[:-1]):
+        k, s, d, _, _ = layer.geometry(in_shape)
+        if not ops.banded_serves((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
+            return True
     return False
 
 
 def resolve_compiler_options(spec, model=None, input_shape=None) -> dict | None:
     """The compiler options to jit ``model``'s computations with: ``spec`` None, a dict, or "auto".
 
-    "auto": :func:`wide_conv_options` on the CPU backend when :func:`uses_xla_convolution`, else
+    "auto": :func:`wide_conv_options` on the CPU backend when :func:`uses_xla_convolution` (convolutions
+    nested in graph blocks count, so ``zoo.resnet20`` gets them), else
     None (XLA's defaults); also None when the model's input shape is unknown.
     """
     if spec is None:
