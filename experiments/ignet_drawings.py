@@ -3,12 +3,15 @@ under both protocols, each figure beside its trivial baseline.
 
     PYTHONPATH=src python -m experiments.ignet_drawings [--out results/ignet_drawings] [--seed 0] [--quick]
         [--protocols paper,grouped]
-        [--data-dir STIRLING_FOLDER | --manifest CSV --target COLUMN]
+        [--data-dir STIRLING_FOLDER | --manifest CSV --target COLUMN [--numeric COL[,COL]] [--categorical COL[,COL]]]
 
 * Data: the synthetic stand-in (generated on first use, ``jigcnn.data.load_drawings``) unless
   ``--data-dir`` names the real Stirling folder (file-name labels) or ``--manifest CSV --target COLUMN``
   names any other labelled folder (a numeric column is regressed, a categorical one classified;
-  the manifest's ``group`` column keeps a group on one side of a grouped split).
+  the manifest's ``group`` column keeps a group on one side of a grouped split). A column's type is
+  read from its cells (mostly numbers: numeric, and then every cell must be a number) unless
+  ``--numeric`` / ``--categorical`` declare it; a target declared numeric is always regressed, one
+  declared categorical always classified (an integer column of codes, say).
 * Net: the paper's Fig. 5 (``jigcnn.zoo.ignet_fig5``): one conv layer (``--filters`` 5x5 maps) + one
   fully connected layer, identity activations, Eq. 3 initialisation with W = (1, 10), B = 0, biases
   frozen. MAE loss for regression, softmax + cross-entropy for classification.
@@ -29,6 +32,7 @@ offset); MAPE is always computed on the ages themselves.
 
 from __future__ import annotations
 
+import csv
 import pathlib
 import warnings
 
@@ -62,18 +66,52 @@ def target_name(groups) -> str:
     return " + ".join(groups)
 
 
-def load_data(data_dir=None, manifest=None, n=338, seed=0):
-    """(ImageSet, description, real?) from the Stirling folder, a manifest, or the stand-in."""
+def load_data(data_dir=None, manifest=None, n=338, seed=0, numeric=(), categorical=()):
+    """(ImageSet, description, real?) from the Stirling folder, a manifest (its declared column types), or the stand-in."""
     from jigcnn.data import load_drawings, load_manifest
 
     if manifest is not None:
-        s = load_manifest(manifest)
+        s = load_manifest(manifest, numeric=list(numeric), categorical=list(categorical))
         return s, f"manifest {manifest} ({len(s)} images)", True
     if data_dir is not None:
         s = load_drawings(data_dir)
         return s, f"drawings folder {data_dir} ({len(s)} images)", True
     s = load_drawings(None, n=n, seed=seed)
     return s, f"{common.STANDIN_NOTE}; n={len(s)}, synth seed {seed}", False
+
+
+def manifest_columns(manifest) -> list[str]:
+    """The label columns of a manifest CSV (its header less ``file`` and ``group``), read without loading an image."""
+    from jigcnn.data import DataError
+
+    try:
+        with open(manifest, encoding="utf-8-sig", newline="") as f:
+            header = next((r for r in csv.reader(f) if any(c.strip() for c in r)), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"--manifest {str(manifest)!r}: cannot read its header ({e})") from None
+    return [c.strip() for c in header if c.strip() not in ("file", "group")]
+
+
+def manifest_task(s, target, numeric=(), categorical=()):
+    """(label, kind, y, n_outputs, groups) for the manifest column ``target`` of the ImageSet ``s``.
+
+    Regression when ``target`` is declared numeric, or (undeclared) when its values are non-integer
+    numbers or integers with more than 20 distinct values; classification otherwise.
+    """
+    from jigcnn.data import encode
+
+    col = np.asarray(s.labels[target])
+    if target in categorical:
+        regress = False
+    elif target in numeric:
+        regress = True
+    else:
+        regress = (np.issubdtype(col.dtype, np.number) and not np.issubdtype(col.dtype, np.integer)) or \
+            (np.issubdtype(col.dtype, np.integer) and len(np.unique(col)) > 20)
+    if regress:
+        return target, "regression", col.astype(np.float64), 1, None
+    idx, table = encode(s.labels, (target,))
+    return target, "classification", idx, table.n_classes, (target,)
 
 
 def _baselines(splits, y, task):
@@ -187,16 +225,20 @@ def _plots(out, rows, task_curves, s, seed, real=False, protocols=PROTOCOLS):
 
 def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None, filters=4,
         protocols=PROTOCOLS, targets=None, lr_regression=0.003, lr_classification=0.01,
-        center_input=True, n_synthetic=338, passes=10, tolerance=7, regression=True, argv=None,
-        verbose=True) -> dict:
-    """Run the experiment, write ``<out>/results.json`` and the plots, print the table; return the results."""
+        center_input=True, n_synthetic=338, passes=10, tolerance=7, regression=True, numeric=None,
+        categorical=None, argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plots, print the table; return the results.
+
+    ``numeric`` / ``categorical`` (with ``manifest``): manifest columns declared numeric / categorical,
+    a comma-separated string or a sequence of names.
+    """
     from jigcnn.data import encode
 
     clock = common.Clock()
-    protocols, targets = check_arguments(data_dir=data_dir, manifest=manifest, target=target, filters=filters,
-                                         protocols=protocols, targets=targets, lr_regression=lr_regression,
-                                         lr_classification=lr_classification, n_synthetic=n_synthetic,
-                                         passes=passes, tolerance=tolerance, regression=regression)
+    protocols, targets, numeric, categorical = check_arguments(
+        data_dir=data_dir, manifest=manifest, target=target, filters=filters, protocols=protocols, targets=targets,
+        lr_regression=lr_regression, lr_classification=lr_classification, n_synthetic=n_synthetic, passes=passes,
+        tolerance=tolerance, regression=regression, numeric=numeric, categorical=categorical)
     out = common.prepare_output(NAME, out, quick)
     cfg = {"net": "ignet_fig5", "filters": filters, "kernel": [5, 5], "W": [1.0, 10.0], "B": [0.0, 0.0],
            "bias": "frozen", "activation": "identity", "optimizer": "nesterov momentum 0.9",
@@ -205,10 +247,13 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
            "left-right flip, noising)", "passes": passes, "tolerance": tolerance, "max_epochs": None,
            "validation_fraction": 0.15, "center_input": center_input, "regression_target": "age in months",
            "seed": seed, "quick": quick}
+    if manifest is not None:
+        cfg.update(numeric=list(numeric), categorical=list(categorical))
     if quick:
         cfg.update(filters=2, k=2, augment_factor=2, passes=1, tolerance=7, max_epochs=1, batch_size=8)
         n_synthetic = min(n_synthetic, 24)
-    s, data_desc, real = load_data(data_dir, manifest, n=n_synthetic, seed=seed if manifest or data_dir else 0)
+    s, data_desc, real = load_data(data_dir, manifest, n=n_synthetic, seed=seed if manifest or data_dir else 0,
+                                   numeric=numeric, categorical=categorical)
     images = np.asarray(s.images, np.float32)
     shift = float(images.mean()) if center_input else 0.0
     images = images - shift
@@ -220,13 +265,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
         if target not in s.labels:
             raise common.UserError(f"--target {target!r}: no such column in the manifest {manifest}; "
                                    f"columns: {', '.join(sorted(s.labels))}")
-        col = np.asarray(s.labels[target])
-        if np.issubdtype(col.dtype, np.number) and not np.issubdtype(col.dtype, np.integer) or \
-                (np.issubdtype(col.dtype, np.integer) and len(np.unique(col)) > 20):
-            tasks.append((target, "regression", col.astype(np.float64), 1, None))
-        else:
-            idx, table = encode(s.labels, (target,))
-            tasks.append((target, "classification", idx, table.n_classes, (target,)))
+        tasks.append(manifest_task(s, target, numeric, categorical))
     else:
         y_age = np.asarray(s.labels["age_months"], np.float64)
         if regression:
@@ -273,8 +312,12 @@ def run(out=None, data_dir=None, seed=0, quick=False, manifest=None, target=None
 
 
 def check_arguments(*, data_dir, manifest, target, filters, protocols, targets, lr_regression, lr_classification,
-                    n_synthetic, passes, tolerance, regression):
-    """Check ``run``'s arguments before any data is loaded; (protocols, targets) as tuples. Raises UserError."""
+                    n_synthetic, passes, tolerance, regression, numeric=None, categorical=None):
+    """Check ``run``'s arguments before any data is loaded; (protocols, targets, numeric, categorical) as tuples.
+
+    Raises UserError (FileNotFoundError for a missing manifest). With a manifest, ``--target``,
+    ``--numeric`` and ``--categorical`` are checked against its header's label columns.
+    """
     from jigcnn.data.labels import GROUP_ORDER
 
     protocols = common.check_choices("--protocols", protocols, PROTOCOLS)
@@ -294,13 +337,30 @@ def check_arguments(*, data_dir, manifest, target, filters, protocols, targets, 
             raise common.UserError(f"--manifest {manifest!r} needs --target COLUMN (the column to learn)")
         if targets is not None:
             raise common.UserError("--targets names label groups of the drawings; with --manifest use --target")
-    elif target is not None:
-        raise common.UserError(f"--target {target!r} names a manifest column; it needs --manifest CSV")
+        columns = manifest_columns(manifest)
+        if target not in columns:
+            raise common.UserError(f"--target {target!r}: no such label column in the manifest {manifest}; "
+                                   f"label columns: {', '.join(columns) or '(none)'}")
+        declared = {}
+        for arg, cols in (("--numeric", numeric), ("--categorical", categorical)):
+            declared[arg] = () if cols is None else common.check_choices(arg, cols, columns)
+        both = sorted(set(declared["--numeric"]) & set(declared["--categorical"]))
+        if both:
+            raise common.UserError(f"--numeric and --categorical both name {', '.join(map(repr, both))}: "
+                                   "a column is one or the other")
+        numeric, categorical = declared["--numeric"], declared["--categorical"]
+    else:
+        if target is not None:
+            raise common.UserError(f"--target {target!r} names a manifest column; it needs --manifest CSV")
+        for arg, cols in (("--numeric", numeric), ("--categorical", categorical)):
+            if cols is not None:
+                raise common.UserError(f"{arg} {cols!r} declares manifest columns; it needs --manifest CSV")
+        numeric, categorical = (), ()
     if targets is not None:
         targets = tuple(tuple(common.check_choices("--targets", g, GROUP_ORDER)) for g in targets)
         if not targets and not regression:
             raise common.UserError("--targets is empty and --no-regression is set: nothing to train")
-    return protocols, targets
+    return protocols, targets, numeric, categorical
 
 
 def headline(rows, protocols) -> dict:
@@ -353,6 +413,10 @@ def main(argv=None) -> int:
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
     p.add_argument("--manifest", default=None, help="CSV manifest of any labelled folder (with --target)")
     p.add_argument("--target", default=None, help="manifest column to learn (numeric: regression)")
+    p.add_argument("--numeric", default=None, metavar="COL[,COL]",
+                   help="manifest columns declared numeric (every cell must be a number; a numeric target is regressed)")
+    p.add_argument("--categorical", default=None, metavar="COL[,COL]",
+                   help="manifest columns declared categorical (kept as strings; a categorical target is classified)")
     p.add_argument("--filters", type=int, default=4, help="conv maps of the Fig. 5 net (the paper prints none)")
     p.add_argument("--lr-regression", type=float, default=0.003)
     p.add_argument("--lr-classification", type=float, default=0.01)
@@ -368,7 +432,8 @@ def main(argv=None) -> int:
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, manifest=a.manifest, target=a.target,
         filters=a.filters, lr_regression=a.lr_regression, lr_classification=a.lr_classification,
         protocols=a.protocols, center_input=not a.no_center_input, passes=a.passes,
-        tolerance=a.tolerance, targets=targets, regression=not a.no_regression, argv=argv)
+        tolerance=a.tolerance, targets=targets, regression=not a.no_regression, numeric=a.numeric,
+        categorical=a.categorical, argv=argv)
     return 0
 
 

@@ -355,3 +355,107 @@ def test_cifar10_quick_resnet20(tmp_path, shared_data_dir):
     data = _check(tmp_path / "o", "cifar10", res)
     assert list(data["runs"]) == ["resnet20"]
     assert data["runs"]["resnet20"]["params"][0] == 269_722
+
+
+# ---------------------------------------------------------------- ignet_drawings --manifest: declared column types
+
+
+def _tiny_manifest(folder: pathlib.Path, *, images: bool = True, n: int = 16) -> pathlib.Path:
+    """A manifest of ``n`` 8x8 grey PNGs: ``score`` integers 1-4, ``code`` integer codes, ``note`` one 'abc'."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["file,score,code,note,group"]
+    for i in range(n):
+        if images:
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(folder / f"d{i}.png")
+        lines.append(f"d{i}.png,{1 + i % 4},{10 + i % 2},{'abc' if i == 3 else i},g{i // 2}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.csv"
+
+
+def test_ignet_drawings_manifest_column_types_pass_through_to_the_loader(tmp_path):
+    """--numeric / --categorical reach load_manifest (the 'abc' cell is an error unless its column is categorical)
+    and decide the task: a declared numeric target is regressed, a declared categorical one classified."""
+    from experiments import ignet_drawings as ig
+    from jigcnn.data import DataError
+
+    csv_path = _tiny_manifest(tmp_path / "m")
+    with pytest.raises(DataError, match=r"line 5 .*'abc'"):  # undeclared: 'note' is mostly numbers
+        ig.load_data(manifest=csv_path)
+    s, _, real = ig.load_data(manifest=csv_path, categorical=("note",))
+    assert real and len(s) == 16 and s.labels["note"][3] == "abc"
+
+    label, kind, y, n_out, _ = ig.manifest_task(s, "score")  # 4 integer values: classes unless declared
+    assert (kind, n_out) == ("classification", 4)
+    s, _, _ = ig.load_data(manifest=csv_path, numeric=("score",), categorical=("note", "code"))
+    label, kind, y, n_out, _ = ig.manifest_task(s, "score", numeric=("score",))
+    assert (kind, n_out) == ("regression", 1) and y.tolist() == [1 + i % 4 for i in range(16)]
+    assert s.labels["code"].dtype.kind == "U"  # declared categorical: kept as the strings '10', '11'
+    label, kind, y, n_out, groups = ig.manifest_task(s, "code", categorical=("note", "code"))
+    assert (kind, n_out, groups) == ("classification", 2, ("code",))
+
+
+def test_ignet_drawings_main_passes_the_declarations_to_the_loader(tmp_path, monkeypatch):
+    """`main([... --numeric score --categorical note,code])` hands them to `load_data` (stopped there: no training)."""
+    from experiments import ignet_drawings as ig
+
+    csv_path = _tiny_manifest(tmp_path / "m", images=False)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def load_data(data_dir=None, manifest=None, n=338, seed=0, numeric=(), categorical=()):
+        seen.update(manifest=manifest, numeric=numeric, categorical=categorical)
+        raise Stop
+
+    monkeypatch.setattr(ig, "load_data", load_data)
+    with pytest.raises(Stop):
+        ig.main(["--manifest", str(csv_path), "--target", "score", "--numeric", "score", "--categorical", "note, code",
+                 "--quick", "--out", str(tmp_path / "o")])
+    assert seen == {"manifest": str(csv_path), "numeric": ("score",), "categorical": ("note", "code")}
+
+
+@pytest.mark.slow
+def test_ignet_drawings_manifest_quick_run_with_a_declared_numeric_target(tmp_path):
+    """End to end through argparse: `--manifest m.csv --target score --numeric score --categorical note --quick`."""
+    from experiments import ignet_drawings as ig
+
+    csv_path = _tiny_manifest(tmp_path / "m")
+    out = tmp_path / "o"
+    assert ig.main(["--manifest", str(csv_path), "--target", "score", "--numeric", "score", "--categorical", "note",
+                    "--quick", "--protocols", "grouped", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert [(r["target"], r["task"]) for r in data["rows"]] == [("score", "regression")]
+    assert (data["config"]["numeric"], data["config"]["categorical"]) == (["score"], ["note"])
+    assert "--numeric score --categorical note" in data["command"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--target", "score", "--numeric", "scroe"], "--numeric: unknown 'scroe'; valid choices: score, code, note"),
+    (["--target", "score", "--categorical", "note,group"], "--categorical: unknown 'group'; valid choices: score"),
+    (["--target", "score", "--categorical", "file"], "--categorical: unknown 'file'"),
+    (["--target", "score", "--numeric", "score,score"], "--numeric: 'score,score' names a value twice"),
+    (["--target", "score", "--numeric", "score", "--categorical", "code,score"],
+     "--numeric and --categorical both name 'score': a column is one or the other"),
+    (["--target", "sc0re"], "--target 'sc0re': no such label column in the manifest"),
+])
+def test_ignet_drawings_bad_column_declarations_fail_before_any_image_is_read(argv, needle, tmp_path):
+    from experiments import common, ignet_drawings as ig
+
+    csv_path = _tiny_manifest(tmp_path / "m", images=False)  # no image files: an error must come before reading any
+    with pytest.raises(common.UserError) as e:
+        ig.main(["--manifest", str(csv_path), *argv, "--quick", "--out", str(tmp_path / "o")])
+    assert needle in str(e.value) and len(str(e.value).splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--numeric", "--categorical"])
+def test_ignet_drawings_column_declarations_need_a_manifest(flag, tmp_path):
+    from experiments import common, ignet_drawings as ig
+
+    with pytest.raises(common.UserError, match=rf"^{flag} 'score' declares manifest columns; it needs --manifest CSV$"):
+        ig.main([flag, "score", "--quick", "--out", str(tmp_path / "o")])
