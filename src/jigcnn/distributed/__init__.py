@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -128,38 +129,60 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     the others stop; CPU collectives go through gloo. Returns this process's :class:`Info`.
     Calling it again with the same values returns the same Info; other values are refused.
     """
-    env = os.environ
+    timeout = _seconds(timeout, "timeout")
+    heartbeat_timeout = max(1, int(round(_seconds(heartbeat_timeout, "heartbeat_timeout"))))
+    mode, coordinator, n, i = resolve(coordinator, num_processes, process_id, auto_detect=auto_detect)
+    if mode == "auto":
+        return _join(None, None, None, timeout, heartbeat_timeout, shutdown_timeout)
+    if mode == "single":
+        _STATE["info"] = _STATE["info"] or Info(0, 1, coordinator, timeout)
+        return _STATE["info"]
+    return _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout)
+
+
+def _seconds(value, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DistributedError(f"{name} must be a number of seconds > 0, got {value!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise DistributedError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return value
+
+
+def resolve(coordinator=None, num_processes=None, process_id=None, *, auto_detect: bool = True, env=None):
+    """What :func:`initialize` would do, checked but not done: ``(mode, coordinator, n, i)``.
+
+    ``mode``: "single" (one process), "auto" (a scheduler's variables: JAX detects the rest) or
+    "join" (``coordinator``, ``n`` processes, this one ``i``). Missing arguments are read from
+    ``env`` (default ``os.environ``, read now). A bad or incomplete combination raises a
+    :class:`DistributedError` naming the argument and its value.
+    """
+    env = os.environ if env is None else env
     coordinator = coordinator if coordinator is not None else env.get(ENV_COORDINATOR) or None
     num_processes = num_processes if num_processes is not None else env.get(ENV_NUM_PROCESSES) or None
     process_id = process_id if process_id is not None else env.get(ENV_PROCESS_ID) or None
-    timeout = float(timeout)
-    if not timeout > 0:
-        raise DistributedError(f"timeout must be > 0 seconds, got {timeout!r}")
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if not any(given):
         if auto_detect and any(v in env for v in CLUSTER_ENV):
-            return _join(None, None, None, timeout, heartbeat_timeout, shutdown_timeout)
-        _STATE["info"] = _STATE["info"] or Info()
-        return _STATE["info"]
+            return "auto", None, None, None
+        return "single", None, 1, 0
     n = _int_arg(num_processes, "num_processes (--num-processes / JAX_NUM_PROCESSES)", 1) \
         if num_processes is not None else None
     i = _int_arg(process_id, "process_id (--process-id / JAX_PROCESS_ID)", 0) if process_id is not None else None
-    if n is None or i is None or coordinator is None:
-        missing = [name for name, g in zip(("coordinator (--coordinator / JAX_COORDINATOR_ADDRESS)",
-                                            "num_processes (--num-processes / JAX_NUM_PROCESSES)",
-                                            "process_id (--process-id / JAX_PROCESS_ID)"), given) if not g]
-        if n == 1 and coordinator is None:
-            missing = []
-        if missing:
-            raise DistributedError(f"a multi-process run needs the coordinator, the number of processes and this "
-                                   f"process's id; missing: {', '.join(missing)}")
+    if coordinator is not None:
+        check_coordinator(coordinator)
     if i is not None and n is not None and i >= n:
         raise DistributedError(f"process_id {i} is out of range for {n} process(es): use 0..{n - 1}")
-    if n == 1:
-        _STATE["info"] = Info(0, 1, coordinator, timeout)
-        return _STATE["info"]
-    check_coordinator(coordinator)
-    return _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout)
+    if n == 1 and i in (None, 0):
+        return "single", coordinator, 1, 0
+    missing = [name for name, g in zip(("coordinator (--coordinator / JAX_COORDINATOR_ADDRESS)",
+                                        "num_processes (--num-processes / JAX_NUM_PROCESSES)",
+                                        "process_id (--process-id / JAX_PROCESS_ID)"), given) if not g]
+    if missing:
+        raise DistributedError(f"a multi-process run needs the coordinator, the number of processes and this "
+                               f"process's id; missing: {', '.join(missing)}")
+    return "join", coordinator, n, i
 
 
 def _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout) -> Info:
@@ -174,18 +197,31 @@ def _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout) -> In
                                f"(coordinator {old.coordinator}); cannot join again as {i} of {n} ({coordinator})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = f"the coordinator {coordinator}" if coordinator else "the scheduler's coordinator"
+    hint = ("is process 0 running, is the address right and the port open?" if i else
+            "is the port free, and did every other process start?")
     print(f"jigcnn.distributed: process {i if i is not None else '?'} of {n or '?'} joining {where} "
           f"(timeout {timeout:g} s)", file=sys.stderr, flush=True)
+    # JAX's runtime terminates the process when joining times out (a C++ fatal error, no exception to catch):
+    # a watchdog says why first, one line, and exits with status 2 before JAX's own deadline (timeout + 10 s)
+    joined = threading.Event()
+
+    def watchdog():
+        if not joined.wait(timeout):
+            print(f"jigcnn.distributed: error: process {i} of {n} could not join {where} within {timeout:g} s "
+                  f"({hint})", file=sys.stderr, flush=True)
+            os._exit(2)
+
+    threading.Thread(target=watchdog, name="jigcnn-join-watchdog", daemon=True).start()
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=n, process_id=i,
-                                   initialization_timeout=max(1, int(round(timeout))),
+                                   initialization_timeout=max(1, int(round(timeout))) + 10,
                                    heartbeat_timeout_seconds=int(heartbeat_timeout),
                                    shutdown_timeout_seconds=int(shutdown_timeout))
     except Exception as e:  # noqa: BLE001 - every failure to join is reported the same way
-        hint = ("is process 0 running, is the address right and the port open?" if i else
-                "is the port free, and did every other process start?")
         raise DistributedError(f"process {i} of {n} could not join {where} within {timeout:g} s ({hint}): "
                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        joined.set()
     got = Info(jax.process_index(), jax.process_count(), coordinator, timeout)
     if n is not None and got.num_processes != n:
         raise DistributedError(f"expected {n} processes but the runtime reports {got.num_processes}")
@@ -313,6 +349,18 @@ def raise_if_lost(exc: BaseException, what: str = "training") -> None:
         f"checkpoint). The collective's error: {first}", lost) from exc
 
 
+def exit_lost(exc: BaseException, prog: str = "jigcnn", status: int = 3) -> None:
+    """Print ``prog: error: <exc>`` (one line) and end this process now with ``status``, skipping JAX's shutdown.
+
+    After a lost process the runtime's shutdown barrier would wait for the dead peer and JAX's
+    heartbeat would then terminate the process with a C++ fatal error; a program that caught a
+    :class:`ProcessLostError` calls this instead of returning (``python -m jigcnn.train`` does).
+    """
+    print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else repr(exc)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
+
+
 @contextlib.contextmanager
 def failure_guard(what: str = "training"):
     """In a multi-process run, turn a collective failure in the block into a :class:`ProcessLostError` naming the lost process."""
@@ -413,5 +461,5 @@ def barrier(name: str, timeout: float | None = None) -> None:
 
 
 __all__ = ["DistributedError", "ProcessLostError", "Info", "initialize", "info", "is_multiprocess",
-           "check_coordinator", "check_consistent", "config_digest", "gather_json", "barrier", "lost_processes",
-           "failure_guard", "raise_if_lost", "is_peer_failure", "CLUSTER_ENV"]
+           "check_coordinator", "resolve", "check_consistent", "config_digest", "gather_json", "barrier", "lost_processes",
+           "failure_guard", "raise_if_lost", "exit_lost", "is_peer_failure", "CLUSTER_ENV"]

@@ -4,7 +4,13 @@ Every argument and output path is checked before the data is loaded (numbers, th
 --out and --checkpoint-dir writable, a checkpoint there refused without --resume or
 --overwrite, --resume refused where there is no checkpoint); the data, labels and shapes are
 checked by ``fit`` before its first step. A user error prints one ``error: ...`` line and
-exits with status 2 (a diverged run: status 1); anything else is a bug and keeps its traceback.
+exits with status 2 (a diverged run: status 1; another process of a multi-process run lost: status 3);
+anything else is a bug and keeps its traceback.
+
+Several processes (``--coordinator HOST:PORT --num-processes N --process-id I``, or the
+``JAX_*`` variables, or a Slurm-like scheduler's): :func:`jigcnn.distributed.initialize` is
+called first, before any JAX computation; ``fit`` then runs data parallel over every
+process's devices (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -70,8 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from --checkpoint-dir's checkpoint (refused when there is none)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the checkpoint already in --checkpoint-dir (it is removed when training starts)")
-    p.add_argument("--out", default=None, help="write the final metrics and history as JSON here")
+    p.add_argument("--out", default=None, help="write the final metrics and history as JSON here (in a multi-process "
+                                               "run every process writes its own --out; one path shared by all: "
+                                               "process 0 writes it)")
+    d = p.add_argument_group("several processes (jigcnn.distributed; default: the JAX_* variables, a Slurm-like "
+                             "scheduler's, else one process)")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="process 0's coordination service address (JAX_COORDINATOR_ADDRESS)")
+    d.add_argument("--num-processes", default=None, metavar="N", help="processes in the run, >= 1 (JAX_NUM_PROCESSES)")
+    d.add_argument("--process-id", default=None, metavar="I", help="this process's id, 0..N-1 (JAX_PROCESS_ID)")
+    d.add_argument("--distributed-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for joining and for the other processes at each check (default: 60)")
+    d.add_argument("--heartbeat-timeout", type=float, default=20.0, metavar="S",
+                   help="a process of another host silent this long is declared lost (default: 20; on this host a "
+                        "dead process is seen at once)")
     return p
+
+
+DISTRIBUTED_ARGS = ("coordinator", "num_processes", "process_id", "distributed_timeout", "heartbeat_timeout")
 
 
 def check_args(args) -> None:
@@ -80,6 +102,13 @@ def check_args(args) -> None:
     from jigcnn.train import checkpoint as ckpt
     from jigcnn.train import validate
 
+    from jigcnn import distributed
+
+    for flag, value in (("--distributed-timeout", args.distributed_timeout),
+                        ("--heartbeat-timeout", args.heartbeat_timeout)):
+        if not value > 0 or value == float("inf"):
+            raise UserError(f"{flag} must be a number of seconds > 0, got {value!r}")
+    distributed.resolve(args.coordinator, args.num_processes, args.process_id)  # the env is read here, not at import
     validate.check_positive_int(args.epochs, "--epochs", "")
     validate.check_positive_int(args.batch_size, "--batch-size", "")
     validate.check_learning_rate(args.lr, "--lr", "")
@@ -141,6 +170,11 @@ def _user_error_types() -> tuple[type, ...]:
 
 def run(args) -> int:
     """Train as ``args`` say (already checked by :func:`check_args`); returns the exit status."""
+    from jigcnn import distributed
+
+    # first, before any JAX computation: join the other processes (or stay one)
+    me = distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                timeout=args.distributed_timeout, heartbeat_timeout=args.heartbeat_timeout)
     import jax
 
     from jigcnn.optim import make_optimizer
@@ -155,7 +189,7 @@ def run(args) -> int:
     params, state = model.init(jax.random.key(args.seed))
     optimizer = make_optimizer({"name": args.optimizer, "learning_rate": args.lr})
     config = {k: v for k, v in vars(args).items()
-              if k not in ("resume", "overwrite", "out", "checkpoint_dir", "data_dir", "epochs")}
+              if k not in ("resume", "overwrite", "out", "checkpoint_dir", "data_dir", "epochs") + DISTRIBUTED_ARGS}
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir and args.overwrite:
         checkpoint_dir = ckpt.overwrite(checkpoint_dir)
@@ -163,10 +197,16 @@ def run(args) -> int:
                  key=jax.random.key(args.seed + 1), loss="softmax_cross_entropy", metrics=("accuracy",),
                  checkpoint_dir=checkpoint_dir, resume=args.resume, grad_method=args.grad, config=config)
     print(f"{result.stopped_reason}; " + ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
-    if args.out:
+    out = args.out
+    if me.multiprocess:  # one --out path given to several processes: process 0 writes it
+        paths = distributed.gather_json("--out", os.path.abspath(out) if out else None)
+        if me.process_id != 0 and out and os.path.abspath(out) == paths[0]:
+            out = None
+    if out:
         try:
-            write_text_atomic(args.out, json.dumps({"config": config, "metrics": result.metrics,
-                                                    "history": result.history.to_dict()}, indent=2))
+            write_text_atomic(out, json.dumps({"config": config, "metrics": result.metrics,
+                                               "history": result.history.to_dict(),
+                                               "processes": me.num_processes}, indent=2))
         except OSError as e:
             where = f"; the checkpoint {args.checkpoint_dir} holds the trained state" if args.checkpoint_dir else ""
             raise UserError(f"could not write --out {args.out}: {e.strerror or e}{where}") from None
@@ -174,7 +214,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0, 1: training diverged, 2: a user error)."""
+    """Run the command line; returns the exit status (0; 1: training diverged; 2: a user error; 3: a process lost)."""
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
@@ -189,3 +229,10 @@ def main(argv=None) -> int:
             raise
         print(f"{PROG}: error: {e}", file=sys.stderr)  # it names the epoch, step and layers
         return 1
+    except RuntimeError as e:
+        from jigcnn.distributed import ProcessLostError, exit_lost
+
+        if not isinstance(e, ProcessLostError):
+            raise
+        exit_lost(e, PROG, 3)  # names the lost process; ends now (JAX's shutdown would wait for the dead peer)
+        return 3  # pragma: no cover - exit_lost does not return

@@ -19,6 +19,7 @@ Both protocols index one *expanded* data set of ``factor * n`` rows: row
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from typing import Callable
@@ -289,7 +290,8 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
                    metrics=("accuracy",), epochs: int | None = None, batch_size: int = 32, stopping=None,
                    validation_fraction: float = 0.15, stratify="auto", seed: int = 0, vmapped: bool = False,
                    grad_method: str = "autodiff", progress=True, use_sklearn: bool | None = None,
-                   train_augment: Callable | None = None, **fit_kwargs) -> CVResult:
+                   train_augment: Callable | None = None, across_processes: str = "folds",
+                   **fit_kwargs) -> CVResult:
     """k-fold cross-validation under ``protocol`` ("paper" or "grouped"); see the module docstring.
 
     ``model``: a :class:`jigcnn.Sequential` or a zero-argument factory returning
@@ -306,15 +308,35 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     ``vmapped=True`` (all folds in one compiled program) gives the same numbers
     within float tolerance. ``augment`` / ``train_augment`` may also be a
     ``jigcnn.data.augment.AugmentConfig`` (applied with ``augment_batch``).
+
+    In a multi-process run (:func:`jigcnn.distributed.initialize`), ``across_processes="folds"``
+    (default) gives fold ``f`` to process ``f % N``: each process trains its folds alone on its
+    own devices (``fit(..., mesh=False)``, its fold checkpoints in ``fold_f``), and the folds'
+    results are gathered on every process, so every process returns the whole
+    :class:`CVResult` (the same numbers as one process: each fold is the same program on the
+    same data and keys; each fold's dict says which ``process`` trained it). ``"data"`` trains the folds one after another, each data parallel over
+    every process's devices (``fit``'s default). One process: ignored.
     """
     validate.check_cv_inputs(model, images, targets, loss=loss, k=k, batch_size=batch_size, epochs=epochs,
                              stopping=stopping, augment_factor=augment_factor, **fit_kwargs)
+    from jigcnn import distributed
+    from jigcnn.train.epochs import History
     from jigcnn.train.loop import fit
     from jigcnn.train.parallel import fit_folds_vmapped, fold_keys
     from jigcnn.train.stopping import PaperStopping
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if across_processes not in ("folds", "data"):
+        raise ValueError(f"across_processes must be 'folds' or 'data', got {across_processes!r}")
+    me = distributed.info()
+    spread = me.multiprocess and across_processes == "folds"
+    if spread and vmapped:
+        raise ValueError("cross_validate(vmapped=True) cannot spread its folds over the processes of a multi-process "
+                         "run: pass vmapped=False (each process trains its folds) or across_processes='data'")
+    if spread and fit_kwargs.get("mesh") not in (None, False):
+        raise ValueError("cross_validate(across_processes='folds'): each process trains its folds on its own "
+                         "devices; a mesh is not supported (pass across_processes='data' for a data-parallel fit)")
     mdl = model() if callable(model) and not hasattr(model, "apply") else model
     images = jnp.asarray(images, jnp.float32)
     targets = jnp.asarray(targets)
@@ -345,7 +367,19 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     else:
         val = (x_all[splits.validation], y_all[splits.validation])
         ckdir = fit_kwargs.pop("checkpoint_dir", None)
+        if spread:  # every process must split the same data the same way before dealing the folds out
+            fit_kwargs["mesh"] = False
+            distributed.check_consistent("cross_validate configuration", {
+                "k": k, "protocol": protocol, "seed": seed, "epochs": epochs, "batch_size": batch_size,
+                "augment_factor": augment_factor, "stopping": repr(stopping), "metrics": list(metrics),
+                "loss": loss if isinstance(loss, str) else repr(loss),
+                "data": _digest(np.asarray(x_all), np.asarray(y_all)),
+                "folds": _digest(*[np.asarray(r) for fold in splits.folds for r in fold])})
         for f, (tr, te) in enumerate(splits.folds):
+            if spread and f % me.num_processes != me.process_id:
+                folds.append(None)
+                histories.append(None)
+                continue
             params, state = mdl.init(keys[f][0])
             tx = opt if opt is not None else optimizer(f)
             r = fit(mdl, params, state, tx, (x_all[tr], y_all[tr]), (x_all[te], y_all[te]), val,
@@ -355,8 +389,13 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
                     config={"protocol": protocol, "fold": f, "k": k, "augment_factor": augment_factor,
                             "seed": seed}, **fit_kwargs)
             folds.append({"fold": f, "metrics": r.metrics, "stopped_reason": r.stopped_reason,
-                          "epochs": len(r.history)})
+                          "epochs": len(r.history), **({"process": me.process_id} if spread else {})})
             histories.append(r.history)
+        if spread:  # every process gets every fold's result (waits while the others are alive)
+            mine = {f: (folds[f], histories[f].records) for f in range(k) if folds[f] is not None}
+            for got in distributed.gather_json("cross_validate folds", {str(f): v for f, v in mine.items()}):
+                for f, (fold, records) in got.items():
+                    folds[int(f)], histories[int(f)] = fold, History(records)
     for f, (tr, te) in enumerate(splits.folds):
         folds[f].update(n_train=int(len(tr)), n_test=int(len(te)), n_val=int(len(splits.validation)),
                         leaks=leaks[f])
@@ -365,6 +404,16 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     mean = {m: float(v.mean()) for m, v in vals.items()}
     std = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in vals.items()}
     return CVResult(protocol, k, augment_factor, folds, mean, std, histories, splits)
+
+
+def _digest(*arrays) -> str:
+    """SHA-256 of arrays' shapes, dtypes and bytes (the processes of a run must hold the same data)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 __all__ = ["PROTOCOLS", "as_augment", "kfold_indices", "split_validation", "protocol_splits", "ProtocolSplits",

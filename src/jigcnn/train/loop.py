@@ -219,6 +219,8 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         wall_offset = float(run.history.last.get("wall_time", 0.0)) if len(run.history) else 0.0
     elif resume and ckpt_path is None:
         raise ValueError("fit: resume=True needs checkpoint_dir")
+    if multi and resume:  # every process must continue from the same epoch (a checkpoint_dir not shared: refused)
+        distributed.check_consistent("resume point", {"start_epoch": start_epoch, "epochs_done": len(run.history)})
     guard = distributed.failure_guard("fit") if multi else contextlib.nullcontext()
     if run.initial_loss is None and loss_growth_limit is not None:
         # the growth rule's reference: the untrained net's loss on the first training rows (one eval chunk)
