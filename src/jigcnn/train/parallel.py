@@ -16,10 +16,10 @@ float tolerance (vmap may reorder reductions).
 
 **Data parallelism.** A ``jax.sharding.Mesh`` with one ``"data"`` axis; batches
 are sharded along it (``NamedSharding(mesh, P("data"))``), params and optimizer
-state replicated (``P()``); ``jax.jit`` compiles one SPMD program and inserts
-the gradient all-reduce. Multi-host: call ``jax.distributed.initialize()`` on
-every host first, then build the mesh over ``jax.devices()`` (all hosts'
-devices) -- see docs/training.md.
+state replicated (``P()``); each step is one ``jax.shard_map`` (every device its shard,
+native kernels on) with a ``pmean`` of the gradients. Several processes / hosts: call
+:func:`jigcnn.distributed.initialize` in every process first; ``fit`` then builds the
+mesh over ``jax.devices()`` (every process's devices) itself -- see docs/training.md.
 """
 
 from __future__ import annotations
