@@ -101,6 +101,12 @@ def test_launcher_stops_the_others_when_one_fails():
     assert status == 1 and time.monotonic() - t0 < 20
 
 
+def test_launcher_reports_a_process_killed_by_a_signal(capsys):
+    code = "import os, signal; i = int(os.environ['JAX_PROCESS_ID']); i and os.kill(os.getpid(), signal.SIGKILL)"
+    assert launcher.launch([sys.executable, "-c", code], 2, out=io.StringIO(), timeout=60) == 128 + 9
+    assert "process 1 was killed by SIGKILL; stopped the others" in capsys.readouterr().err
+
+
 def test_launcher_command_line_errors(capsys):
     with pytest.raises(SystemExit):
         launcher.main(["-n", "0", "--", "true"])
@@ -239,6 +245,15 @@ def test_processes_started_with_different_configurations_are_refused(tmp_path):
         or "was started with another fit configuration (epochs: 11 here vs 10 in process 0" in text, text[-3000:]
 
 
+def test_cli_through_the_launcher_refuses_a_batch_not_divisible_by_the_devices(shared_data_dir):
+    status, text = _launch_cmd(_cli("--epochs", "1", "--batch-size", "63", data_dir=shared_data_dir),  # the last one counts
+                               timeout=120)
+    assert status == 2, text[-3000:]
+    for p in ("[p0] ", "[p1] "):
+        assert (f"{p}python -m jigcnn.train: error: fit: batch_size 63 is not divisible by the 2 devices of the mesh "
+                f"(2 processes): use a multiple of 2") in text, text[-3000:]
+
+
 def _start_pair(make_argv):
     port = launcher.free_port()
     procs = []
@@ -249,38 +264,53 @@ def _start_pair(make_argv):
     return procs
 
 
-@pytest.mark.slow
-def test_a_killed_process_stops_the_other_and_a_resume_ends_like_an_uninterrupted_run(tmp_path, shared_data_dir):
-    """SIGKILL of process 1 mid-run: process 0 exits with status 3 naming it, well within 60 s; both
-    restarted with --resume continue from process 0's last checkpoint to the metrics of one uninterrupted
-    process (within 1e-4)."""
-    from jigcnn.train import checkpoint as ckpt
-
+def _kill_one_of_two(tmp_path, data_dir, victim):
+    """Start a long 2-process command-line run, SIGKILL ``victim`` after the first checkpoint; (output, survivor)."""
     ck = tmp_path / "ck"
     procs = _start_pair(lambda i, coord: _cli("--epochs", "400", "--checkpoint-dir", str(ck), "--coordinator", coord,
-                                              "--num-processes", "2", "--process-id", str(i),
-                                              data_dir=shared_data_dir))
+                                              "--num-processes", "2", "--process-id", str(i), data_dir=data_dir))
+    survivor = procs[1 - victim]
     try:
         deadline = time.monotonic() + 240
         while not (ck / "checkpoint.npz").exists():
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
                 procs[0].communicate(timeout=30)[0][-3000:] if procs[0].poll() is not None else "no checkpoint"
             time.sleep(0.05)
-        os.kill(procs[1].pid, signal.SIGKILL)
+        os.kill(procs[victim].pid, signal.SIGKILL)
         t0 = time.monotonic()
-        out, _ = procs[0].communicate(timeout=120)
+        out, _ = survivor.communicate(timeout=120)
         elapsed = time.monotonic() - t0
     finally:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-    assert procs[0].returncode == 3, out[-3000:]
-    assert elapsed < 60, elapsed
+    assert survivor.returncode != 0 and elapsed < 60, (survivor.returncode, elapsed, out[-3000:])
+    return out, survivor
+
+
+@pytest.mark.slow
+def test_when_process_0_is_killed_the_runtime_ends_the_other(tmp_path, shared_data_dir):
+    """Process 0 serves the coordination service: when it dies, JAX's runtime terminates the others at once
+    (its own fatal message, SIGABRT), before jigcnn can print its line; bounded, non-zero, no hang."""
+    out, survivor = _kill_one_of_two(tmp_path, shared_data_dir, victim=0)
+    assert "another task died" in out or "lost process 0" in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_and_a_resume_ends_like_an_uninterrupted_run(tmp_path, shared_data_dir):
+    """SIGKILL of process 1 mid-run: process 0 exits with status 3 naming it, well within 60 s; both
+    restarted with --resume continue from process 0's last checkpoint to the metrics of one uninterrupted
+    process (within 1e-4)."""
+    out, survivor = _kill_one_of_two(tmp_path, shared_data_dir, victim=1)
+    assert survivor.returncode == 3, out[-3000:]
     last = out.strip().splitlines()[-1]
     assert last.startswith("python -m jigcnn.train: error: process 0 of 2: lost process 1 (host "), out[-3000:]
     assert "restart all 2 processes with --resume" in last
     # restart both with --resume for two more epochs than the checkpoint holds
+    from jigcnn.train import checkpoint as ckpt
+
+    ck = tmp_path / "ck"
     epoch = int(ckpt.read_header(ck / "checkpoint.npz")["meta"]["epoch"])
     assert 1 <= epoch < 400
     target = str(epoch + 2)

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -332,7 +333,7 @@ def raise_if_lost(exc: BaseException, what: str = "training") -> None:
     me = info()
     if not me.multiprocess or isinstance(exc, (ProcessLostError, UserError)) or not is_peer_failure(exc):
         return
-    first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    first = _first_line(exc)
     print(f"jigcnn.distributed: process {me.process_id} of {me.num_processes}: a collective operation failed "
           f"during {what} ({first}); looking for the lost process", file=sys.stderr, flush=True)
     lost = []
@@ -359,6 +360,13 @@ def exit_lost(exc: BaseException, prog: str = "jigcnn", status: int = 3) -> None
     print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else repr(exc)}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(status)
+
+
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    """The error's first line without XLA's repeated ``Error dispatching computation:`` prefixes, shortened."""
+    text = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    text = re.sub(r"(Error dispatching computation: )+", "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextlib.contextmanager

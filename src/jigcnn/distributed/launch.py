@@ -78,12 +78,20 @@ def launch(command: list[str], n: int, *, port: int | None = None, host: str = "
         status = 130
     if status:
         _stop([p for p in procs if p.poll() is None], grace)
-        who = f"process {failed} exited with status {status}" if failed is not None else \
+        how = f"was killed by {_signal_name(-status)}" if status < 0 else f"exited with status {status}"
+        who = f"process {failed} {how}" if failed is not None else \
             f"timed out after {timeout:g} s" if status == 124 else "interrupted"
         print(f"{PROG}: {who}; stopped the others", file=sys.stderr, flush=True)
     for t in threads:
         t.join(timeout=2)
     return status if status >= 0 else 128 - status
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _stop(procs, grace: float) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from jigcnn import distributed
+from jigcnn.errors import UserError
 from jigcnn.grad import resolve_loss
 from jigcnn.train import checkpoint as ckpt
 from jigcnn.train import validate
@@ -143,7 +144,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
         batch_sharding, rep = _bs(mesh), replicated(mesh)
         multi = spans_processes(mesh)
         if min(batch_size, n_train) % mesh.size:
-            raise ValueError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh"
+            raise UserError(f"fit: batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh"
                              + (f" ({jax.process_count()} processes)" if multi else "")
                              + f": use a multiple of {mesh.size}")
 
