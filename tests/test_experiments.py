@@ -220,6 +220,8 @@ def test_typo_in_protocols_fails_within_seconds_naming_it_and_the_choices(tmp_pa
     ("fashion_mnist", ["--crop-pad", "-1"], "--crop-pad: must be >= 0, got -1"),
     ("cifar10", ["--nets", "vgg"], "--nets: unknown 'vgg'; valid choices: vgg_small, thesis_cifar_cnn"),
     ("cifar10", ["--label-smoothing", "1"], "--label-smoothing"),
+    ("cifar10", ["--minutes", "0"], "--minutes: must be a finite number > 0, got 0.0"),
+    ("cifar10", ["--weight-decay", "-1"], "--weight-decay: must be a finite number >= 0, got -1.0"),
 ])
 def test_bad_arguments_fail_before_any_data_or_training(name, argv, needle, tmp_path):
     mod = importlib.import_module(f"experiments.{name}")
@@ -347,14 +349,95 @@ def test_run_program_prints_user_errors_in_one_line_unless_asked_for_the_traceba
             allocator.restore_defaults()
 
 
-def test_cifar10_quick_resnet20(tmp_path, shared_data_dir):
-    """`python -m experiments.cifar10 --net resnet20 --quick` trains ResNet-20 one epoch on the PNG subset."""
+def test_cifar10_quick_resnet20(tmp_path, shared_data_dir, monkeypatch):
+    """`python -m experiments.cifar10 --net resnet20 --quick --minutes 5` trains ResNet-20 one epoch on the PNG
+    subset with He et al.'s recipe, under a wall-clock budget (the probe stubbed: its compilation is not tested here)."""
     from experiments import cifar10
 
-    res = cifar10.run(out=tmp_path / "o", data_dir=shared_data_dir, quick=True, nets="resnet20", verbose=False)
+    probed = []
+
+    def probe(model, tx, loss, x, y, batch_size, grad_method, seed=0, steps=3):
+        probed.append((batch_size, grad_method, loss))
+        return {"first_step_s": 1.0, "step_s": 0.5, "steps": steps}
+
+    monkeypatch.setattr(cifar10, "probe", probe)
+    res = cifar10.run(out=tmp_path / "o", data_dir=shared_data_dir, quick=True, nets="resnet20", minutes=5,
+                      verbose=False)
     data = _check(tmp_path / "o", "cifar10", res)
     assert list(data["runs"]) == ["resnet20"]
-    assert data["runs"]["resnet20"]["params"][0] == 269_722
+    run = data["runs"]["resnet20"]
+    assert run["params"] == [269_722, 1_376]
+    assert probed == [(64, "autodiff", "softmax_cross_entropy")]  # no label smoothing in He et al.'s recipe
+    assert (run["schedule"], run["weight_decay"], run["label_smoothing"]) == ("step", 1e-4, 0.0)
+    assert run["recipe"].startswith("SGD momentum 0.9, step (/10 at 50% and 75% of the steps) peak lr 0.1")
+    b = run["budget"]
+    assert b["minutes"] == 5 and b["epochs_scheduled"] == run["epochs"] == 1  # --quick: one epoch
+    assert b["epochs_planned"] >= 1 and run["stopped_reason"] == "completed 1 epochs"
+    assert set(run["goals"]) == {"85%", "90%"} and "not reached" in run["goals"]["90%"]
+    assert "0.9" in run["time_to"] and "time to 90%: not reached" in cifar10.summary(data)
+
+
+def test_cifar10_recipes_are_each_nets_own():
+    from experiments import cifar10
+
+    he = cifar10.RECIPES["resnet20"]
+    assert (he.schedule, he.nesterov, he.weight_decay, he.label_smoothing) == ("step", False, 1e-4, 0.0)
+    vgg = cifar10.RECIPES["vgg_small"]
+    assert (vgg.schedule, vgg.nesterov, vgg.weight_decay, vgg.label_smoothing) == ("onecycle", True, 5e-4, 0.1)
+    assert "Nesterov momentum 0.9, one-cycle cosine peak lr 0.1" in cifar10.describe(vgg, 0.1)
+
+
+def test_cifar10_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    import numpy as np
+
+    from experiments import cifar10
+
+    s = cifar10.step_schedule(0.1, 400)
+    got = [float(s(k)) for k in (0, 199, 200, 299, 300, 399)]
+    np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+    tiny = cifar10.step_schedule(0.1, 1)  # both boundaries round to step 1: one factor of 100 there
+    np.testing.assert_allclose([float(tiny(0)), float(tiny(1))], [0.1, 0.001], rtol=1e-6)
+
+
+def test_cifar10_step_recipe_decays_kernels_only():
+    import jax.numpy as jnp
+
+    from experiments import cifar10
+
+    tx = cifar10.recipe_optimizer(cifar10.RECIPES["resnet20"], 0.1, 100)
+    params = {"conv": {"kernel": jnp.ones(3)}, "bn": {"gamma": jnp.ones(3)}}
+    zero = {"conv": {"kernel": jnp.zeros(3)}, "bn": {"gamma": jnp.zeros(3)}}
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(updates["conv"]["kernel"][0]) == pytest.approx(-0.1 * 1e-4)  # -lr * wd * w, first step
+    assert float(updates["bn"]["gamma"][0]) == 0.0
+
+
+def test_cifar10_wall_clock_budget_plans_and_stops_after_the_last_epoch_that_fits():
+    from experiments import cifar10
+
+    # 10 min left after a 30 s probe; 100 steps of 1 s + 20 s evaluation per epoch; the first 40 s longer
+    assert cifar10.plan_epochs(600, 30, 1.0, 100, 20, 40) == 4
+    assert cifar10.plan_epochs(60, 30, 1.0, 100, 20, 40) == 1  # at least one
+    with pytest.raises(ValueError, match="epoch estimate must be > 0"):
+        cifar10.plan_epochs(60, 0, 0.0, 100, 0, 0)
+    now = [0.0]
+    rule = cifar10.WallClockBudget(deadline=100.0, clock=lambda: now[0])
+    st = rule.init()
+    now[0] = 40.0
+    st, d = rule.update(st, 1, 40.0, "time")  # 60 s left >= 40 s: go on
+    assert not d.stop and st == {"left_s": 60.0}
+    now[0] = 75.0
+    st, d = rule.update(st, 2, 35.0, "time")  # 25 s left < 35 s: stop
+    assert d.stop and "wall-clock budget: 0.4 min left after epoch 2" in d.reason and not d.improved
+
+
+def test_cifar10_goals_say_not_reached_with_the_best_and_the_time():
+    from experiments import cifar10
+
+    info = {"time_to": {"0.85": {"epoch": 3, "wall_time_s": 600.0}, "0.9": None}, "best_test_accuracy": 0.8812,
+            "train_wall_time_s": 1200.0}
+    assert cifar10.goal_report(info) == {"85%": "10.0 min (epoch 3)",
+                                         "90%": "not reached (best 88.12% in 20.0 min of training)"}
 
 
 # ---------------------------------------------------------------- ignet_drawings --manifest: declared column types
