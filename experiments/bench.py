@@ -75,12 +75,16 @@ NETS = {
     "vgg_small": NetSpec((32, 32, 3), (128,), ("nesterov",)),
     "thesis_cifar_cnn": NetSpec((32, 32, 3), (128,), ("nesterov",)),
     "thesis_fashion_cnn": NetSpec((28, 28, 1), (64,), ("adam-onecycle",)),
+    # He et al.'s ResNet-20 (option A shortcuts) as experiments/cifar10.py --net resnet20 trains it
+    "resnet20": NetSpec((32, 32, 3), (128,), ("he-sgd",)),
 }
 OPTIMIZERS = {
     "sgd": "plain SGD, lr 1e-3",
     "adam": "Adam, lr 1e-3",
     "nesterov": "SGD Nesterov 0.9, one-cycle peak 0.1, weight decay 5e-4 on the kernels (experiments/cifar10.py)",
     "adam-onecycle": "Adam, one-cycle cosine peak 2e-3 (experiments/fashion_mnist.py)",
+    "he-sgd": "SGD momentum 0.9, lr 0.1 divided by 10 at 50% and 75% of the steps, weight decay 1e-4 on the "
+              "kernels (He et al. 2016; experiments/cifar10.py --net resnet20)",
 }
 JIGCNN_CONTENDERS = ("autodiff", "manual", "plain-autodiff", "plain-manual")
 TORCH_CONTENDERS = ("torch-nchw", "torch-channels_last")
@@ -104,17 +108,30 @@ def build_model(net: str):
         return zoo.lenet5(NETS[net].input_shape, CLASSES, head_activation=None)
     if net == "vgg_small":
         return zoo.vgg_small(CLASSES, head_activation=None, fast_variance=True)
+    if net == "resnet20":
+        return zoo.resnet20(CLASSES, head_activation=None)  # option A shortcuts, as the experiment
     return getattr(zoo, net)(CLASSES, head_activation=None)
 
 
 def step_flops(model) -> dict:
-    """Per-sample FLOPs: ``forward`` (2 x multiply-adds of Conv2D/Dense) and ``train`` (3 x, less the first layer's input gradient)."""
-    from jigcnn.layers import Conv2D, Dense
+    """Per-sample FLOPs: ``forward`` (2 x multiply-adds of Conv2D/Dense) and ``train`` (3 x, less the first layer's input gradient).
 
-    shapes = model.shapes()
+    Inside graph blocks (Serial, Residual, Parallel) every inner Conv2D/Dense counts at its own
+    input shape; the shortcuts' subsampling and padding, the sums and concatenations are not counted.
+    """
+    from jigcnn.layers import Conv2D, Dense
+    from jigcnn.layers.graph import Block
+
+    def leaves(layers_and_shapes):  # (layer, input shape) of every non-block layer, in network order
+        for layer, shape_in in layers_and_shapes:
+            if isinstance(layer, Block):
+                yield from leaves((child, cin) for child, cin, _ in layer.child_shapes(shape_in))
+            else:
+                yield layer, shape_in
+
     forward = train = 0
     first = True
-    for layer, shape_in in zip(model.layers, shapes[:-1]):
+    for layer, shape_in in leaves(zip(model.layers, model.shapes()[:-1])):
         if isinstance(layer, Conv2D):
             (kh, kw), _, _, _, (ho, wo, co) = layer.geometry(shape_in)
             m = layer.mask(shape_in[-1])
@@ -224,6 +241,10 @@ def jax_optimizer(name: str):
         return onecycle_sgd(0.1, ONECYCLE_STEPS)
     if name == "adam-onecycle":
         return optax.adam(optax.cosine_onecycle_schedule(ONECYCLE_STEPS, 2e-3, pct_start=0.25))
+    if name == "he-sgd":  # the experiment's own recipe for resnet20
+        from experiments.cifar10 import RECIPES, recipe_optimizer
+
+        return recipe_optimizer(RECIPES["resnet20"], 0.1, ONECYCLE_STEPS)
     raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
 
 
@@ -300,6 +321,8 @@ def torch_model(net: str):
     def bn(width):  # Keras's defaults, as jigcnn's BatchNorm: running = 0.99 running + 0.01 batch, eps 1e-3
         return nn.BatchNorm2d(width, eps=1e-3, momentum=0.01)
 
+    if net == "resnet20":
+        return torch_resnet20(c, CLASSES)
     layers, cin = [], c
     if net == "vgg_small":  # 3 x [2 x (conv 3x3 same, no bias - BN - ReLU), maxpool 2], global avg pool, FC
         for width in (32, 64, 128):
@@ -316,6 +339,49 @@ def torch_model(net: str):
         cin, h, w = width, h // 2, w // 2
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * h * w, 64), nn.ReLU(), nn.Dropout(0.25),
                          nn.Linear(64, CLASSES))
+
+
+def torch_resnet20(channels: int = 3, classes: int = CLASSES, blocks: int = 3, widths=(16, 32, 64)):
+    """`zoo.resnet20` in PyTorch: He et al.'s CIFAR ResNet-20 with option A shortcuts (strided subsample, zero-padded channels).
+
+    Batch norm as zoo.resnet20's (running = 0.9 running + 0.1 batch, eps 1e-5: PyTorch momentum 0.1);
+    convs without bias. A stride-2 3x3 conv pads 1 on every side here, where jigcnn's "same" pads 0
+    before and 1 after (TensorFlow's rule): the same output shapes and FLOPs, one pixel shifted.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class ShortcutA(nn.Module):
+        def __init__(self, features, stride):
+            super().__init__()
+            self.features, self.stride = features, stride
+
+        def forward(self, x):
+            sub = x[:, :, ::self.stride, ::self.stride]
+            return F.pad(sub, (0, 0, 0, 0, 0, self.features - x.shape[1]))
+
+    class Block(nn.Module):
+        def __init__(self, cin, width, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.1)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width, eps=1e-5, momentum=0.1)
+            self.shortcut = ShortcutA(width, stride) if stride != 1 or cin != width else nn.Identity()
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+    layers = [nn.Conv2d(channels, widths[0], 3, padding=1, bias=False),
+              nn.BatchNorm2d(widths[0], eps=1e-5, momentum=0.1), nn.ReLU()]
+    cin = widths[0]
+    for i, width in enumerate(widths):
+        for b in range(blocks):
+            layers.append(Block(cin, width, 2 if i > 0 and b == 0 else 1))
+            cin = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
 
 
 def torch_param_counts(model) -> tuple[int, int]:
@@ -354,6 +420,11 @@ def torch_optimizer(name: str, model):
         opt = torch.optim.Adam(trainable, lr=2e-3)
         return opt, torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=ONECYCLE_STEPS, pct_start=0.25,
                                                         cycle_momentum=False)
+    if name == "he-sgd":  # decay on the kernels only, lr / 10 at 50% and 75% of the steps (as experiments.cifar10)
+        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": 1e-4},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+        return opt, torch.optim.lr_scheduler.MultiStepLR(opt, [ONECYCLE_STEPS // 2, 3 * ONECYCLE_STEPS // 4], 0.1)
     raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
 
 

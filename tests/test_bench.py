@@ -69,7 +69,21 @@ def test_rows_default_to_each_nets_own_batches_and_optimizers():
     assert bench.rows_to_run(["thesis_fashion_cnn", "vgg_small"]) == [
         ("thesis_fashion_cnn", 64, "adam-onecycle"), ("vgg_small", 128, "nesterov")]
     assert bench.rows_to_run(["lenet5"], [8], ["sgd"]) == [("lenet5", 8, "sgd")]
-    assert len(bench.rows_to_run(list(bench.NETS))) == 4 + 4 + 3
+    assert len(bench.rows_to_run(list(bench.NETS))) == 4 + 4 + 4
+    assert bench.rows_to_run(["resnet20"]) == [("resnet20", 128, "he-sgd")]
+
+
+def test_resnet20_row_counts_the_flops_inside_its_blocks():
+    # conv1 3->16 at 32x32 (first: no input gradient); stage 1: 6 convs 16->16 at 32x32; stage 2: 16->32 (s2)
+    # then 5 x 32->32 at 16x16; stage 3 likewise 32->64 at 8x8; FC 64 -> 10. Shortcuts (option A) cost nothing.
+    mac = lambda hw, ci, co: 2 * hw * hw * 9 * ci * co  # noqa: E731
+    convs = ([mac(32, 3, 16)] + [mac(32, 16, 16)] * 6 + [mac(16, 16, 32)] + [mac(16, 32, 32)] * 5
+             + [mac(8, 32, 64)] + [mac(8, 64, 64)] * 5)
+    fc = 2 * 64 * 10
+    fl = bench.step_flops(bench.build_model("resnet20"))
+    assert fl["forward"] == sum(convs) + fc  # ~40.6M multiply-adds, He et al.'s ResNet-20
+    assert fl["train"] == 3 * fl["forward"] - convs[0]
+    assert "he-sgd" in bench.OPTIMIZERS and bench.NETS["resnet20"].input_shape == (32, 32, 3)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -104,6 +118,25 @@ def test_torch_nets_have_jigcnns_parameter_counts(net):
     h, w, c = bench.NETS[net].input_shape
     assert tnet(torch.zeros(2, c, h, w)).shape == (2, bench.CLASSES)
     assert any(isinstance(m, torch.nn.Dropout) for m in tnet.modules()) == (net.startswith("thesis_"))
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed (not a jigcnn dependency)")
+def test_torch_resnet20_uses_option_a_shortcuts_as_jigcnn():
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from jigcnn.layers.graph import IdentityShortcut
+
+    tnet = bench.torch_model("resnet20")
+    blocks = [m for m in tnet.modules() if hasattr(m, "shortcut")]
+    assert len(blocks) == 9 and sum(not isinstance(b.shortcut, torch.nn.Identity) for b in blocks) == 2
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 16)).astype(np.float32)  # NHWC
+    want, _ = IdentityShortcut(32, 2).apply({}, {}, jnp.asarray(x))
+    got = blocks[3].shortcut(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, np.asarray(want))  # subsampled, then 16 zero channels appended
+    opt, sched = bench.torch_optimizer("he-sgd", tnet)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0] and sched.milestones
 
 
 def test_quick_run_times_every_contender_in_its_own_worker(tmp_path, capsys):
