@@ -213,6 +213,37 @@ def test_resume_with_another_process_count_continues_the_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_slurm_variables_are_auto_detected(tmp_path):
+    """SLURM_* variables (as srun sets them; node list 127.0.0.1) and no JAX_*: JAX's own detection joins the run."""
+    job = next(j for j in range(1000, 5096) if _port_free(j % 4096 + 61440))  # JAX's port: job id % 4096 + 61440
+    procs = []
+    for i in (0, 1):
+        env = _env(SLURM_JOB_ID=str(job), SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2", SLURM_PROCID=str(i),
+                   SLURM_LOCALID=str(i), SLURM_STEP_NUM_NODES="1")
+        procs.append(subprocess.Popen([sys.executable, HELPER, "fit", "--epochs", "1",
+                                       "--out", str(tmp_path / "r{process_id}.json")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    one = _single_fit(1)
+    for i in (0, 1):
+        got = json.loads((tmp_path / f"r{i}.json").read_text())
+        assert got["process"] == [i, 2]
+        _close(one["params"], got["params"], f"process {i} params")
+
+
+def _port_free(port):
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.slow
 def test_folds_spread_over_two_processes_match_one_process(tmp_path):
     status, text = _launch(["cv", "--out", str(tmp_path / "cv{process_id}.json")])
     assert status == 0, text[-4000:]

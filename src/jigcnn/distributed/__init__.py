@@ -208,7 +208,8 @@ def _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout) -> In
 
     def watchdog():
         if not joined.wait(timeout):
-            print(f"jigcnn.distributed: error: process {i} of {n} could not join {where} within {timeout:g} s "
+            print(f"jigcnn.distributed: error: process {'?' if i is None else i} of {n or '?'} could not join "
+                  f"{where} within {timeout:g} s "
                   f"({hint})", file=sys.stderr, flush=True)
             os._exit(2)
 
@@ -219,7 +220,8 @@ def _join(coordinator, n, i, timeout, heartbeat_timeout, shutdown_timeout) -> In
                                    heartbeat_timeout_seconds=int(heartbeat_timeout),
                                    shutdown_timeout_seconds=int(shutdown_timeout))
     except Exception as e:  # noqa: BLE001 - every failure to join is reported the same way
-        raise DistributedError(f"process {i} of {n} could not join {where} within {timeout:g} s ({hint}): "
+        raise DistributedError(f"process {'?' if i is None else i} of {n or '?'} could not join {where} within "
+                               f"{timeout:g} s ({hint}): "
                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         joined.set()
