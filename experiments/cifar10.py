@@ -27,7 +27,8 @@ issue 21); wall time and time-to-70/75/80/85/90% reported.
   estimates the epoch time; the number of epochs is the most that fit the remaining budget (capped by
   ``--epochs`` when it is given), and the schedule is scaled to it. The run also stops cleanly after any
   epoch when one more epoch as long as the last would end past the deadline (`WallClockBudget`), and
-  writes its results as usual; the probe's seconds are reported.
+  writes its results as usual; the probe's seconds are reported. An epoch is never cut short, so one
+  slower than its estimate (the load rose) can still end past the deadline.
 * Reference: PyTorch eager trains such a VGG net to 85.0% in 19 minutes and the thesis CNN to 75.8% in
   21 minutes on this machine class; ANNT 68.34% in 805 minutes; the tutorial 69.5%; He et al. report
   91.25% for ResNet-20 after 64k iterations (~164 epochs) on a GPU.
