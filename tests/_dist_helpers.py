@@ -30,8 +30,15 @@ def fit_kwargs():
     import jax
     import optax
 
-    return dict(batch_size=BATCH, key=jax.random.key(1), loss=LOSS, progress=False, config={"lr": 0.05}), \
-        optax.sgd(0.05, momentum=0.9)
+    return dict(batch_size=BATCH, key=jax.random.key(1), loss=LOSS, progress=False, config={"lr": 0.05},
+                augment=_noise), optax.sgd(0.05, momentum=0.9)
+
+
+def _noise(key, images):
+    """The per-step augmentation: its key and its draw over the global batch must be those of one process."""
+    import jax
+
+    return images + 0.1 * jax.random.normal(key, images.shape)
 
 
 def cv_kwargs():
