@@ -2,7 +2,7 @@
 
 ``python tests/_dist_helpers.py fit --out FILE [--ckpt DIR] [--epochs E] [--resume] [--sleep S]``
 joins the run (:func:`jigcnn.distributed.initialize` from the ``JAX_*`` variables), trains the
-tiny net of ``_train_helpers`` data parallel over every process's devices, printing
+tiny net of ``_train_helpers`` (plus dropout) data parallel over every process's devices, printing
 ``epoch N`` after each epoch, and writes the final metrics, history and params as JSON.
 ``python tests/_dist_helpers.py cv --out FILE`` runs a 2-fold ``cross_validate`` (folds spread
 over the processes). Without the ``JAX_*`` variables both run as one process.
@@ -23,6 +23,14 @@ from _train_helpers import split, tiny_data, tiny_model  # noqa: E402  (puts src
 
 LOSS = "softmax_cross_entropy"
 BATCH = 16  # the global batch: 8 rows a process with 2 processes
+
+
+def dist_model():
+    """The tiny net with dropout: its masks must be those of one process running the whole batch."""
+    from jigcnn import Conv2D, Dense, Dropout, Flatten, Sequential
+
+    return Sequential([Conv2D(features=2, kernel_size=3), Flatten(), Dropout(0.3), Dense(features=3)],
+                      input_shape=(8, 8, 1))
 
 
 def fit_kwargs():
@@ -62,7 +70,7 @@ def _fit(args, me):
 
     x, y = tiny_data()
     tr, te, va = split(x, y)
-    m = tiny_model()
+    m = dist_model()
     p, s = m.init(jax.random.key(0))
     kw, tx = fit_kwargs()
 

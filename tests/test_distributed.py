@@ -65,14 +65,14 @@ def _close(a, b, what):
 
 def _single_fit(epochs):
     sys.path.insert(0, str(HERE))
-    from _dist_helpers import fit_kwargs
-    from _train_helpers import split, tiny_data, tiny_model
+    from _dist_helpers import dist_model, fit_kwargs
+    from _train_helpers import split, tiny_data
 
     from jigcnn.train import fit
 
     x, y = tiny_data()
     tr, te, va = split(x, y)
-    m = tiny_model()
+    m = dist_model()
     p, s = m.init(jax.random.key(0))
     kw, tx = fit_kwargs()
     r = fit(m, p, s, tx, tr, te, va, epochs=epochs, **kw)
@@ -178,6 +178,8 @@ def test_unreachable_coordinator_fails_within_the_timeout():
 
 def test_two_processes_fit_matches_one_process(tmp_path):
     """2 processes x 1 device, global batch 16 (8 rows each): the same history and weights as 1 process.
+
+    The net has dropout and the run an input augmentation: their draws must be one process's.
 
     One epoch (6 steps, test and validation evaluated) keeps it cheap; only process 0 writes the checkpoint.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 from typing import ClassVar
 
@@ -28,6 +30,19 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1), state
 
 
+_BATCH_SHARD: contextvars.ContextVar = contextvars.ContextVar("jigcnn_batch_shard", default=None)
+
+
+@contextlib.contextmanager
+def batch_shard(axis_name: str, count: int):
+    """While tracing a ``shard_map`` body over ``axis_name`` (``count`` equal batch shards): dropout draws the global batch's mask and keeps its shard's rows."""
+    token = _BATCH_SHARD.set((axis_name, int(count)))
+    try:
+        yield
+    finally:
+        _BATCH_SHARD.reset(token)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dropout(Layer):
     """Dropout; `rate` is the probability of *dropping* a unit.
@@ -52,7 +67,14 @@ class Dropout(Layer):
         """The boolean keep-mask for a batch of `shape` (True = kept)."""
         if key is None:
             raise self.error("train=True with rate > 0 needs a PRNG key: apply(..., train=True, key=key)")
-        return jax.random.bernoulli(key, 1.0 - self.rate, shape)
+        shard = _BATCH_SHARD.get()
+        if shard is None:
+            return jax.random.bernoulli(key, 1.0 - self.rate, shape)
+        # one shard of a data-parallel batch (see batch_shard): the whole batch's mask, this shard's rows,
+        # so the masks are those of one device running the whole batch
+        axis, count = shard
+        full = jax.random.bernoulli(key, 1.0 - self.rate, (shape[0] * count, *shape[1:]))
+        return jax.lax.dynamic_slice_in_dim(full, jax.lax.axis_index(axis) * shape[0], shape[0], axis=0)
 
     def apply(self, params, state, x, *, train=False, key=None):
         """Drop units with probability `rate` when training; identity otherwise."""

@@ -101,7 +101,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       ``jax.shard_map`` (every device its shard, gradients averaged). None: after
       :func:`jigcnn.distributed.initialize` joined several processes, a mesh over every process's
       devices (the same global batch and keys as one process, so the same numbers within float32
-      rounding for nets without dropout/dropconnect/batch norm; process 0 writes the
+      rounding for nets without batch norm, which normalises per shard; process 0 writes the
       checkpoint; the processes' configurations and data are compared first); else no mesh.
       False: no mesh (this process alone, even in a multi-process run).
     * ``progress``: a tqdm bar over epochs when stderr is a TTY (``"always"``

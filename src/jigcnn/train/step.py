@@ -33,6 +33,7 @@ import optax
 from jigcnn import metrics as _metrics
 from jigcnn import ops
 from jigcnn.grad import resolve_loss, value_and_grad
+from jigcnn.layers.misc import batch_shard
 from jigcnn.xla_options import resolve_compiler_options
 
 MetricFn = Callable[[Any, Any], Any]
@@ -181,16 +182,19 @@ def make_update(model, loss, optimizer: optax.GradientTransformation, *, grad_me
     ``axis_name``: the update runs on one shard of the batch inside ``jax.shard_map`` (see
     :func:`shard_update`): the gradients, the loss, the metrics and the model state (batch norm's
     running statistics) are averaged over that axis before they are used, so every shard applies
-    the same update; the forward key is folded with the shard's index (dropout masks differ per
-    shard). Batch norm normalises with its shard's statistics.
+    the same update; every shard gets the step's forward key and dropout keeps its rows of the
+    whole batch's mask (:func:`jigcnn.layers.misc.batch_shard`), so the masks are one device's.
+    Batch norm normalises with its shard's statistics.
     """
     grad_fn = make_grad_fn(model, loss, grad_method=grad_method, dropconnect=dropconnect)
     metric_fns = resolve_metrics(metrics)
 
     def update(params, state, opt_state, x, y, key, active=True):
         if axis_name is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-        (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
+            with batch_shard(axis_name, jax.lax.axis_size(axis_name)):
+                (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
+        else:
+            (loss_val, aux), grads = grad_fn(params, state, opt_state, x, y, key)
         batch_metrics = {name: fn(aux.outputs, y) for name, fn in metric_fns}
         model_state = _merge_state(state, aux.state)
         if axis_name is not None:  # every shard's mean, averaged: the global batch's (equal shards)
