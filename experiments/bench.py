@@ -241,10 +241,10 @@ def jax_optimizer(name: str):
         return onecycle_sgd(0.1, ONECYCLE_STEPS)
     if name == "adam-onecycle":
         return optax.adam(optax.cosine_onecycle_schedule(ONECYCLE_STEPS, 2e-3, pct_start=0.25))
-    if name == "he-sgd":  # the experiment's own recipe for resnet20
-        from experiments.cifar10 import RECIPES, recipe_optimizer
+    if name == "he-sgd":  # experiments.cifar10's recipe for resnet20 (He et al. 2016, Sec. 4.2)
+        from jigcnn.optim import step_sgd
 
-        return recipe_optimizer(RECIPES["resnet20"], 0.1, ONECYCLE_STEPS)
+        return step_sgd(0.1, ONECYCLE_STEPS, weight_decay=1e-4, nesterov=False)
     raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
 
 

@@ -82,34 +82,22 @@ RECIPES = {
 
 def step_schedule(peak_lr: float, total_steps: int, boundaries=STEP_BOUNDARIES, factor: float = 0.1):
     """``peak_lr``, multiplied by ``factor`` at each fraction of ``total_steps`` in ``boundaries`` (optax piecewise)."""
-    import optax
+    from jigcnn.optim import step_schedule as schedule
 
     common.check_int("total_steps", total_steps, 1)
-    marks: dict[int, float] = {}
-    for b in boundaries:
-        k = max(1, int(round(b * total_steps)))
-        marks[k] = marks.get(k, 1.0) * factor
-    return optax.piecewise_constant_schedule(peak_lr, marks)
+    return schedule(peak_lr, total_steps, boundaries, factor)
 
 
 def recipe_optimizer(recipe: Recipe, lr: float, total_steps: int):
     """The optax optimizer of a recipe: weight decay on the kernels, then SGD momentum 0.9 on its schedule."""
-    import jax
-    import optax
-
-    from jigcnn.optim import onecycle_sgd
-    from jigcnn.optim.select import kernels_only
+    from jigcnn.optim import onecycle_sgd, step_sgd
 
     if recipe.schedule == "onecycle":
         return onecycle_sgd(lr, total_steps, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     if recipe.schedule != "step":
         raise ValueError(f"unknown schedule {recipe.schedule!r}; choose from {list(SCHEDULES)}")
-
-    def mask(params):
-        return jax.tree_util.tree_map_with_path(kernels_only, params)
-
-    return optax.chain(optax.add_decayed_weights(recipe.weight_decay, mask=mask),
-                       optax.sgd(step_schedule(lr, total_steps), momentum=0.9, nesterov=recipe.nesterov))
+    return step_sgd(lr, total_steps, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
+                    boundaries=STEP_BOUNDARIES)
 
 
 def describe(recipe: Recipe, lr: float) -> str:

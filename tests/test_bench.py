@@ -6,6 +6,7 @@ import math
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -218,3 +219,24 @@ def test_startup_measures_to_the_first_step_not_to_the_exit(monkeypatch):
     assert (s["setup_s"], s["first_step_s"]) == (0.25, 0.125)
     assert 0 < s["process_to_first_step_s"] < s["process_wall_s"] - 0.4
     assert not math.isnan(s["process_wall_s"])
+
+
+def test_he_sgd_is_the_cifar10_experiments_resnet20_recipe():
+    """The bench's he-sgd and experiments.cifar10's resnet20 recipe give the same updates (they are built apart)."""
+    import jax
+    import jax.numpy as jnp
+
+    from experiments import bench, cifar10
+
+    params = {"conv1": {"kernel": jnp.ones((3, 3, 1, 2)), "bias": jnp.ones(2)}}
+    grads = jax.tree.map(lambda p: 0.5 * p, params)
+    a, b = bench.jax_optimizer("he-sgd"), cifar10.recipe_optimizer(cifar10.RECIPES["resnet20"], 0.1,
+                                                                   bench.ONECYCLE_STEPS)
+    sa, sb = a.init(params), b.init(params)
+    for _ in range(3):
+        ua, sa = a.update(grads, sa, params)
+        ub, sb = b.update(grads, sb, params)
+        for u, v in zip(jax.tree.leaves(ua), jax.tree.leaves(ub)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    # the kernel decays, the bias does not
+    assert float(ua["conv1"]["kernel"][0, 0, 0, 0]) != float(ua["conv1"]["bias"][0])

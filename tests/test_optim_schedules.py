@@ -44,3 +44,19 @@ def test_onecycle_rejects_bad_arguments():
         onecycle_sgd(0.1, 10, momentum=1.0)
     with pytest.raises(ValueError, match="weight_decay"):
         onecycle_sgd(0.1, 10, weight_decay=-1)
+
+
+def test_step_schedule_and_step_sgd():
+    from jigcnn.optim import step_schedule, step_sgd
+
+    s = step_schedule(0.1, 100)
+    assert [float(s(i)) for i in (0, 49, 50, 74, 75, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="total_steps"):
+            step_schedule(0.1, bad)
+    with pytest.raises(ValueError, match="boundaries"):
+        step_schedule(0.1, 10, boundaries=(1.5,))
+    with pytest.raises(ValueError, match="momentum"):
+        step_sgd(0.1, 10, momentum=1.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        step_sgd(0.1, 10, weight_decay=-1e-4)

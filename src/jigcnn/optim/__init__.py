@@ -18,7 +18,7 @@ from jigcnn.optim.optimizers import (
     make_optimizer,
     optimizer_hyperparameters,
 )
-from jigcnn.optim.schedules import onecycle_schedule, onecycle_sgd
+from jigcnn.optim.schedules import onecycle_schedule, onecycle_sgd, step_schedule, step_sgd
 from jigcnn.optim.select import (
     all_of,
     any_of,
@@ -48,6 +48,8 @@ __all__ = [
     "optimizer_hyperparameters",
     "onecycle_schedule",
     "onecycle_sgd",
+    "step_schedule",
+    "step_sgd",
     "all_of",
     "any_of",
     "biases_only",

@@ -47,4 +47,33 @@ def onecycle_sgd(peak_lr: float, total_steps: int, *, momentum: float = 0.9, wei
                        optax.sgd(sched, momentum=momentum, nesterov=nesterov))
 
 
-__all__ = ["onecycle_schedule", "onecycle_sgd"]
+def step_schedule(peak_lr: float, total_steps: int, boundaries=(0.5, 0.75), factor: float = 0.1):
+    """``peak_lr``, multiplied by ``factor`` at each fraction of ``total_steps`` in ``boundaries`` (He et al.'s steps)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"step_schedule: total_steps must be a whole number >= 1, got {total_steps!r}")
+    if not all(0 < float(b) <= 1 for b in boundaries):
+        raise ValueError(f"step_schedule: boundaries must be fractions in (0, 1], got {tuple(boundaries)!r}")
+    marks: dict[int, float] = {}
+    for b in boundaries:
+        k = max(1, int(round(b * total_steps)))
+        marks[k] = marks.get(k, 1.0) * factor
+    return optax.piecewise_constant_schedule(peak_lr, marks)
+
+
+def step_sgd(peak_lr: float, total_steps: int, *, momentum: float = 0.9, weight_decay: float = 1e-4,
+             nesterov: bool = False, boundaries=(0.5, 0.75), factor: float = 0.1) -> optax.GradientTransformation:
+    """SGD on :func:`step_schedule` with weight decay added to the kernels' gradients (He et al. 2016's CIFAR recipe)."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"step_sgd: momentum must be in [0, 1), got {momentum!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"step_sgd: weight_decay must be >= 0, got {weight_decay!r}")
+
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(kernels_only, params)
+
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask),
+                       optax.sgd(step_schedule(peak_lr, total_steps, boundaries, factor), momentum=momentum,
+                                 nesterov=nesterov))
+
+
+__all__ = ["onecycle_schedule", "onecycle_sgd", "step_schedule", "step_sgd"]
