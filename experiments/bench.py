@@ -264,7 +264,8 @@ def _jax_runner(spec: dict):
     tx = jax_optimizer(spec["optimizer"])
     opt_state = tx.init(params)
     plain = method.startswith("plain-")
-    with ops.using(banded_conv=False) if plain else ops.using():  # the step captures the configuration
+    kernels = spec.get("kernels") or {}  # --kernels: switches of jigcnn.ops.Kernels for the fast contenders
+    with ops.using(banded_conv=False) if plain else ops.using(**kernels):  # the step captures the configuration
         step = make_train_step(model, "softmax_cross_entropy", tx, grad_method=method.removeprefix("plain-"))
     xn, yn = _data(net, spec["batch"], spec["seed"])
     x, y = jax.device_put(xn), jax.device_put(yn)
@@ -648,7 +649,7 @@ def gemm_peak(n: int = 2048, repeats: int = 7, backends=GEMM_BACKENDS, timeout: 
 
 def run_row(net: str, batch: int, optimizer: str, contenders, *, repeats: int = 7, target_s: float = 0.25,
             allocator: str = "retain", cache: bool = True, peak_gflops: float | None = None, seed: int = 0,
-            timeout: float = 900) -> dict:
+            timeout: float = 900, kernels: dict | None = None) -> dict:
     """One (net, batch, optimizer) row: each contender in its own worker, timed round-robin; medians, spreads, ratio."""
     model = build_model(net)
     flops = step_flops(model)
@@ -663,7 +664,7 @@ def run_row(net: str, batch: int, optimizer: str, contenders, *, repeats: int = 
         res[c] = {"error": None, "step_s": []}
         spec = {"kind": "train", "contender": c, "net": net, "batch": batch, "optimizer": optimizer, "seed": seed,
                 "allocator": allocator, "cache": cache, "threads": cores(),
-                "expect_params": list(counts) if is_torch(c) else None}
+                "expect_params": list(counts) if is_torch(c) else None, "kernels": kernels}
         w = Worker(spec)
         try:
             ready = w.recv(timeout)
@@ -806,6 +807,17 @@ def format_table(rows: list[dict], contenders) -> str:
     return "\n".join(lines)
 
 
+def parse_kernels(text: str) -> dict:
+    """``"winograd=0,pool=1"`` -> {"winograd": False, "pool": True} (switches of `jigcnn.ops.Kernels`)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.partition("=")
+        if value not in ("0", "1"):
+            raise SystemExit(f"--kernels: {item!r} is not NAME=0 or NAME=1")
+        out[name.strip()] = value == "1"
+    return out
+
+
 def parse_choices(flag: str, text: str, choices) -> list[str]:
     """A comma-separated list of names, each one of `choices`; ValueError naming `flag` and the bad value."""
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -867,7 +879,10 @@ def main(argv=None) -> dict:
                     help="retain: glibc malloc keeps freed memory (jigcnn.allocator, as the experiments run), in "
                          "every worker, PyTorch's too; default: glibc's defaults")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON (atomically)")
+    ap.add_argument("--kernels", default="", metavar="NAME=0|1,...",
+                    help="jigcnn.ops.Kernels switches for the jigcnn contenders, e.g. winograd=0")
     args = ap.parse_args(argv)
+    kernels = parse_kernels(args.kernels)
     try:
         nets = parse_choices("--nets", args.nets, NETS)
         batches = parse_batches(args.batches) if args.batches is not None else None
@@ -910,7 +925,7 @@ def main(argv=None) -> dict:
     rows = []
     for net, batch, opt in rows_to_run(nets, batches, opts):
         r = run_row(net, batch, opt, contenders, repeats=repeats, target_s=target, allocator=args.allocator,
-                    cache=not args.no_cache, peak_gflops=best_peak, timeout=args.worker_timeout)
+                    cache=not args.no_cache, peak_gflops=best_peak, timeout=args.worker_timeout, kernels=kernels)
         rows.append(r)
         print(format_row(r), flush=True)
     print()

@@ -99,7 +99,7 @@ def _traces_wide_conv(monkeypatch, x_shape, **switches):
     calls = []
     real = wc.conv
     monkeypatch.setattr(wc, "conv", lambda *a: calls.append(1) or real(*a))
-    with ops.using(**switches):
+    with ops.using(**{"winograd": False, **switches}):  # 3x3 stride 1: Winograd's unless switched off
         jax.make_jaxpr(lambda p, x: layer.apply(p, state, x)[0])(params, jnp.zeros(x_shape, jnp.float32))
     monkeypatch.setattr(wc, "conv", real)
     return bool(calls)
@@ -124,9 +124,9 @@ def test_conv2d_layer_gradient_unchanged_by_the_wide_path(x64):
 
     if jax.default_backend() != "cpu":
         pytest.skip("wide_conv serves CPU only")
-    with ops.using(wide_conv=True):
+    with ops.using(wide_conv=True, winograd=False):
         with_wide = grads()
-    with ops.using(wide_conv=False):
+    with ops.using(wide_conv=False, winograd=False):
         without = grads()
     for a, b in zip(jax.tree.leaves(with_wide), jax.tree.leaves(without)):
         _close(a, b)

@@ -18,7 +18,7 @@ def test_configurations_and_their_errors():
     assert ops.current() == ops.DEFAULT
     assert ops.resolve("reference") == ops.REFERENCE and ops.resolve("fast") == ops.DEFAULT
     assert ops.resolve({"native": False}) == ops.Kernels(native=False)
-    assert ops.resolve(ops.REFERENCE, pool=True) == ops.Kernels(False, False, False, False, True)
+    assert ops.resolve(ops.REFERENCE, pool=True) == ops.Kernels(False, False, False, False, True, False)
     with pytest.raises(ValueError, match="'turbo'"):
         ops.resolve("turbo")
     with pytest.raises(TypeError, match=r"unknown kernel switch\(es\) \['nativ'\]"):
@@ -82,7 +82,9 @@ def test_conv_equals_lax_under_every_configuration(spec, cin, cout, strides, pad
     want = lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DN) + b
     with ops.using(spec):
         got = jax.jit(lambda x, w, b: ops.conv(x, w, b, strides=strides, padding=padding, dilation=(1, 1)))(x, w, b)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+    # float32: Winograd F(4x4, 3x3) (the 24-channel case) is off by ~3e-6 of the largest output
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5,
+                               atol=2e-5 * max(1.0, float(jnp.max(jnp.abs(want)))))
 
 
 def test_reference_configuration_traces_only_plain_lax():

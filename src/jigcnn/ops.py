@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jigcnn.fast import banded, direct, wide_conv
+from jigcnn.fast import banded, direct, wide_conv, winograd
 from jigcnn.fast import conv as fast_conv
 from jigcnn.fast import dense as fast_dense
 from jigcnn.fast import pool as fast_pool
@@ -44,6 +44,7 @@ class Kernels:
     banded_conv: few-channel, stride-1 convolutions (kh*kw*Cin <= 160) as banded GEMMs (`fast.banded`).
     native: their C++ kernels (`fast.native`; float32 on the CPU), within `banded_conv`.
     wide_conv: other convolutions on the CPU with the cheaper weight-gradient layout (`fast.wide_conv`).
+    winograd: wider stride-1 undilated 3x3 convolutions on the CPU (float32/64) as Winograd F(4x4, 3x3) (`fast.winograd`).
     dense: dense layers with at most 16 outputs: the weight gradient as a transposed product (`fast.dense`).
     pool: max pooling over windows that tile the map as a chain of selects (`fast.pool`).
     """
@@ -53,6 +54,7 @@ class Kernels:
     wide_conv: bool = True
     dense: bool = True
     pool: bool = True
+    winograd: bool = True
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -68,7 +70,7 @@ class Kernels:
 
 
 DEFAULT = Kernels()
-REFERENCE = Kernels(banded_conv=False, native=False, wide_conv=False, dense=False, pool=False)
+REFERENCE = Kernels(banded_conv=False, native=False, wide_conv=False, dense=False, pool=False, winograd=False)
 _NAMED = {"default": DEFAULT, "fast": DEFAULT, "reference": REFERENCE}
 _CURRENT: contextvars.ContextVar[Kernels] = contextvars.ContextVar("jigcnn_kernels", default=DEFAULT)
 
@@ -115,6 +117,19 @@ def banded_serves(kernel_shape, strides, dilation, kernels: Kernels | None = Non
             and kh * kw * cin <= banded.MAX_TAPS)
 
 
+def winograd_serves(kernel_shape, strides, dilation, dtype, kernels: Kernels | None = None) -> bool:
+    """Whether a convolution of this HWIO kernel shape, strides, dilation and dtype runs as Winograd F(4x4, 3x3).
+
+    Stride 1, undilated 3x3 kernels too wide for the banded kernels (kh*kw*Cin > 160), float32
+    or float64, on the CPU (where it was measured faster than XLA's convolution).
+    """
+    kernels = current() if kernels is None else kernels
+    return (kernels.winograd and jax.default_backend() == "cpu"
+            and not banded_serves(kernel_shape, strides, dilation, kernels)
+            and kernel_shape[0] * kernel_shape[1] * kernel_shape[2] > banded.MAX_TAPS
+            and winograd.serves(kernel_shape, strides, dilation, dtype))
+
+
 def conv(x, kernel, bias, *, strides, padding, dilation):
     """z = conv(x, kernel) + bias: NHWC `x`, HWIO `kernel`, explicit zero `padding` ((top, bottom), (left, right))."""
     k = current()
@@ -125,7 +140,11 @@ def conv(x, kernel, bias, *, strides, padding, dilation):
         if any(p for pp in padding for p in pp):
             x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
         return fast_conv.conv_valid(x, kernel, bias, native=k.native)
-    if k.wide_conv and jax.default_backend() == "cpu" and all(int(d) > 0 for d in x.shape):
+    nonempty = all(int(d) > 0 for d in x.shape)
+    if nonempty and winograd_serves(kernel.shape, strides, dilation, jnp.result_type(x, kernel), k):
+        # 3x3 with tens of channels on CPU: Winograd F(4x4, 3x3), its gradients as tile-domain GEMMs
+        z = winograd.conv(x, kernel, padding)
+    elif k.wide_conv and jax.default_backend() == "cpu" and nonempty:
         # tens of channels on CPU: XLA's convolution with a cheaper weight gradient
         z = wide_conv.conv(x, kernel, strides, padding, dilation)
     else:
@@ -147,6 +166,9 @@ def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Call
             return direct.conv_weight_gradient(xp, delta, tuple(kernel_hw), block=None, with_bias=False,
                                                native=k.native), None
         return direct.conv_weight_gradient(xp, delta, tuple(kernel_hw), block=None, with_bias=True, native=k.native)
+    if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel_shape, strides, dilation,
+                                                                jnp.result_type(xp, delta), k):
+        return winograd.weight_gradient(xp, delta), (None if plain_bias is None else plain_bias(delta))
     return plain(xp, delta, kernel_hw, strides, dilation), (None if plain_bias is None else plain_bias(delta))
 
 
@@ -155,6 +177,9 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation, *, plain: C
     k = current()
     if banded_serves(kernel.shape, strides, dilation, k):
         return direct.conv_input_gradient(delta, kernel, tuple(padded_hw), block=None, native=k.native)
+    if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel.shape, strides, dilation,
+                                                                jnp.result_type(delta, kernel), k):
+        return winograd.input_gradient(delta, kernel, tuple(padded_hw))
     return plain(delta, kernel, padded_hw, strides, dilation)
 
 
@@ -187,5 +212,5 @@ def max_pool(x, window, strides, out_hw, *, plain: Callable):
     return plain(x)
 
 
-__all__ = ["DEFAULT", "REFERENCE", "Kernels", "banded_serves", "conv", "conv_input_gradient", "conv_weight_gradient",
+__all__ = ["DEFAULT", "REFERENCE", "Kernels", "banded_serves", "winograd_serves", "conv", "conv_input_gradient", "conv_weight_gradient",
            "current", "dense", "dense_weight_gradient", "max_pool", "resolve", "using"]

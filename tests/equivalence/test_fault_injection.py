@@ -71,7 +71,17 @@ def _strided(dtype):
     return model, "mse", x, jnp.asarray(rng.random((2, *model.shapes()[-1])), dtype), None, None, None
 
 
-NETS = {"fig5": _fig5, "fig5_classes": _fig5_classes, "fig7": _fig7, "lenet5": _lenet5, "strided": _strided}
+def _winograd(dtype):
+    # a 3x3 conv with 20 input channels (180 taps > the banded kernels' 160) runs Winograd F(4x4, 3x3)
+    model = Sequential([Conv2D(20, 3, padding="same", activation="tanh"), Conv2D(3, 3, padding="same")],
+                       input_shape=(7, 9, 2))
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.random((2, *model.input_shape)), dtype)
+    return model, "mse", x, jnp.asarray(rng.random((2, *model.shapes()[-1])), dtype), None, None, None
+
+
+NETS = {"fig5": _fig5, "fig5_classes": _fig5_classes, "fig7": _fig7, "lenet5": _lenet5, "strided": _strided,
+        "winograd": _winograd}
 F64, F32 = np.float64, np.float32
 
 # (module, function, dtypes the paper's nets run it in, nets whose check must fail)
@@ -93,6 +103,13 @@ KERNELS = [
     ("jigcnn.fast.dense", "weight_gradient", (F64, F32), ("fig5", "fig5_classes")),
     ("jigcnn.fast.pool", "max_pool", (F64,), ("lenet5",)),
     ("jigcnn.fast.wide_conv", "conv", (F64,), ("strided",)),
+    ("jigcnn.fast.winograd", "conv", (F64, F32), ("winograd",)),
+    # Winograd runs the same code in float32; float32 is injected through its forward (above) and one gradient
+    ("jigcnn.fast.winograd", "tile_products", (F64,), ("winograd",)),
+    ("jigcnn.fast.winograd", "tile_weight_gradient", (F64,), ("winograd",)),
+    ("jigcnn.fast.winograd", "tile_input_gradient", (F64,), ("winograd",)),
+    ("jigcnn.fast.winograd", "weight_gradient", (F64, F32), ("winograd",)),
+    ("jigcnn.fast.winograd", "input_gradient", (F64,), ("winograd",)),
     ("jigcnn.ops", "conv", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_weight_gradient", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_input_gradient", (F64, F32), ("fig7", "lenet5")),
@@ -108,13 +125,14 @@ NOT_KERNELS = {
     "jigcnn.fast.kernel_tangent": {"kernel_term", "register"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.input_tangent": {"input_term"},
     "jigcnn.fast.wide_conv": {"transposed_input"},
+    "jigcnn.fast.winograd": {"serves"},
     "jigcnn.fast.pool": {"slots"},  # the strided views max_pool reads (injected through max_pool)
     "jigcnn.fast.barrier": {"unfused"},
-    "jigcnn.ops": {"banded_serves", "current", "resolve", "using"},
+    "jigcnn.ops": {"banded_serves", "winograd_serves", "current", "resolve", "using"},
 }
 FAST_MODULES = ["jigcnn.fast.banded", "jigcnn.fast.native", "jigcnn.fast.direct", "jigcnn.fast.kernel_tangent",
                 "jigcnn.fast.input_tangent", "jigcnn.fast.conv", "jigcnn.fast.dense", "jigcnn.fast.pool",
-                "jigcnn.fast.wide_conv", "jigcnn.fast.barrier", "jigcnn.ops"]
+                "jigcnn.fast.wide_conv", "jigcnn.fast.winograd", "jigcnn.fast.barrier", "jigcnn.ops"]
 
 
 def _perturbed(fn, eps):
