@@ -44,7 +44,8 @@ class Kernels:
     banded_conv: few-channel, stride-1 convolutions (kh*kw*Cin <= 160) as banded GEMMs (`fast.banded`).
     native: their C++ kernels (`fast.native`; float32 on the CPU), within `banded_conv`.
     wide_conv: other convolutions on the CPU with the cheaper weight-gradient layout (`fast.wide_conv`).
-    winograd: wider stride-1 undilated 3x3 convolutions on the CPU (float32/64) as Winograd F(4x4, 3x3) (`fast.winograd`).
+    winograd: wider stride-1 undilated 3x3 convolutions on the CPU (float32/64) as Winograd F(4x4, 3x3) (`fast.winograd`);
+        off by default: 1.7-2.1x XLA's conv on an isolated layer, but 0.5-0.65x in the wide nets' train step.
     dense: dense layers with at most 16 outputs: the weight gradient as a transposed product (`fast.dense`).
     pool: max pooling over windows that tile the map as a chain of selects (`fast.pool`).
     """
@@ -54,7 +55,7 @@ class Kernels:
     wide_conv: bool = True
     dense: bool = True
     pool: bool = True
-    winograd: bool = True
+    winograd: bool = False  # opt-in: faster per layer, slower in the wide nets' whole step (docs/performance.md)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jigcnn import Conv2D, MaxPool, Sequential, Serial, zoo
+from jigcnn import Conv2D, MaxPool, Sequential, Serial, ops, zoo
 from jigcnn.testing import check_network
 
 from test_network_equivalence import exact_fig5_inputs, fig5_net
@@ -80,6 +80,8 @@ def _winograd(dtype):
     return model, "mse", x, jnp.asarray(rng.random((2, *model.shapes()[-1])), dtype), None, None, None
 
 
+# kernel switches a net's checks run under (Winograd is opt-in)
+NET_KERNELS = {"winograd": {"winograd": True}}
 NETS = {"fig5": _fig5, "fig5_classes": _fig5_classes, "fig7": _fig7, "lenet5": _lenet5, "strided": _strided,
         "winograd": _winograd}
 F64, F32 = np.float64, np.float32
@@ -181,7 +183,8 @@ def test_the_injection_nets_pass_unperturbed(net, dtype, x64):
     """The control: without an injected error every net used below passes its check."""
     _native_or_skip((dtype,))
     model, loss, x, t, params, state, rtol = NETS[net](dtype)
-    check_network(model, loss, x, t, params=params, state=state, train=True, key=jax.random.key(1), rtol=rtol)
+    with ops.using(**NET_KERNELS.get(net, {})):
+        check_network(model, loss, x, t, params=params, state=state, train=True, key=jax.random.key(1), rtol=rtol)
 
 
 @pytest.mark.parametrize("module_name,function,dtype,nets", CASES)
@@ -195,7 +198,8 @@ def test_injected_error_fails_the_equivalence_checks(module_name, function, dtyp
             model, loss, x, t, params, state, rtol = NETS[net](dtype)
             monkeypatch.setattr(module, function, _perturbed(original, _eps(dtype, rtol)))
             jax.clear_caches()
-            with pytest.raises(AssertionError, match="differs from the reference oracle"):
+            with pytest.raises(AssertionError, match="differs from the reference oracle"), \
+                    ops.using(**NET_KERNELS.get(net, {})):
                 check_network(model, loss, x, t, params=params, state=state, train=True, key=jax.random.key(1),
                               rtol=rtol)
     finally:
