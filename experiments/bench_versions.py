@@ -2,8 +2,8 @@
 
 ``python -m experiments.bench_versions --base /path/to/old/checkout [--head .]`` times, for each
 row (net, batch, optimizer) and gradient method, one worker process per tree, both alive at
-once, with their timed repeats interleaved (base, head, base, head, ...), and reports the
-median samples/s of each and head / base. The workers use only what every jigcnn version
+once, with their timed repeats interleaved (base, head, head, base, ...), in several rounds of
+fresh workers, and reports the median samples/s of each and head / base. The workers use only what every jigcnn version
 offers (``zoo``, ``Sequential.init``, ``train.make_train_step``, optax), set the same process
 settings themselves (glibc keeps freed memory; no persistent compilation cache) and import
 jigcnn from their tree's ``src`` (``PYTHONPATH``), so the two sides differ only in the library.
@@ -112,42 +112,52 @@ def _ask(proc: subprocess.Popen, what: str | None = None) -> dict:
     return json.loads(line)
 
 
-def compare(base: pathlib.Path, head: pathlib.Path, rows, methods=METHODS, repeats: int = 7,
-            seconds: float = 0.5) -> list[dict]:
-    """Per row and method: median samples/s of base and head (repeats interleaved) and head / base."""
+def _round(base, head, row, method, repeats, seconds, samples) -> None:
+    procs = {"base": _start(base, row, method, seconds), "head": _start(head, row, method, seconds)}
+    try:
+        for k, p in procs.items():
+            where = pathlib.Path(_ask(p)["jigcnn"]).resolve()
+            tree = base if k == "base" else head
+            if tree.resolve() not in where.parents:
+                raise RuntimeError(f"the {k} worker imported jigcnn from {where}, not from {tree}")
+        for i in range(repeats):
+            for k in (("base", "head") if i % 2 == 0 else ("head", "base")):
+                samples[k].append(_ask(procs[k], "run")["sps"])
+    finally:
+        for p in procs.values():
+            try:
+                p.stdin.write("stop\n")
+                p.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            p.wait(timeout=60)
+
+
+def compare(base: pathlib.Path, head: pathlib.Path, rows, methods=METHODS, repeats: int = 5,
+            seconds: float = 0.5, rounds: int = 3) -> list[dict]:
+    """Per row and method: median samples/s of base and head and head / base.
+
+    Each round starts a fresh worker per tree (a process's speed can differ from the next one's
+    by tens of percent on a small net: memory placement, huge pages), the rounds interleave the
+    two trees' repeats, and the medians are over every repeat of every round.
+    """
     out = []
     for row in rows:
         for method in methods:
-            procs = {"base": _start(base, row, method, seconds), "head": _start(head, row, method, seconds)}
-            try:
-                for k, p in procs.items():
-                    where = pathlib.Path(_ask(p)["jigcnn"]).resolve()
-                    tree = base if k == "base" else head
-                    if tree.resolve() not in where.parents:
-                        raise RuntimeError(f"the {k} worker imported jigcnn from {where}, not from {tree}")
-                samples = {k: [] for k in procs}
-                load0 = os.getloadavg()[0]
-                for i in range(repeats):
-                    order = ("base", "head") if i % 2 == 0 else ("head", "base")
-                    for k in order:
-                        samples[k].append(_ask(procs[k], "run")["sps"])
-            finally:
-                for p in procs.values():
-                    try:
-                        p.stdin.write("stop\n")
-                        p.stdin.close()
-                    except (BrokenPipeError, OSError):
-                        pass
-                    p.wait(timeout=60)
+            samples = {"base": [], "head": []}
+            load0 = os.getloadavg()[0]
+            for _ in range(rounds):
+                _round(base, head, row, method, repeats, seconds, samples)
             med = {k: statistics.median(v) for k, v in samples.items()}
             rec = {"net": row[0], "batch": row[1], "optimizer": row[2], "method": method,
                    "base_sps": med["base"], "head_sps": med["head"], "head_over_base": med["head"] / med["base"],
                    "base_range": [min(samples["base"]), max(samples["base"])],
                    "head_range": [min(samples["head"]), max(samples["head"])],
-                   "load_before_after": [load0, os.getloadavg()[0]]}
+                   "samples": samples, "rounds": rounds, "load_before_after": [load0, os.getloadavg()[0]]}
             print(f"{row[0]:10s} b{row[1]:<4d} {row[2]:8s} {method:8s} base {med['base']:9,.0f}  head "
-                  f"{med['head']:9,.0f}  head/base {rec['head_over_base']:.2f}  load {load0:.1f}/"
-                  f"{rec['load_before_after'][1]:.1f}", flush=True)
+                  f"{med['head']:9,.0f}  head/base {rec['head_over_base']:.2f}  (base {min(samples['base']):,.0f}-"
+                  f"{max(samples['base']):,.0f}, head {min(samples['head']):,.0f}-{max(samples['head']):,.0f})  "
+                  f"load {load0:.1f}/{rec['load_before_after'][1]:.1f}", flush=True)
             out.append(rec)
     return out
 
@@ -159,7 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head", default=str(pathlib.Path(__file__).resolve().parents[1]), help="default: this tree")
     ap.add_argument("--rows", default="all", help="net:batch:optimizer,... (default: all rows)")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per worker and round")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh worker pairs per row and method")
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds of steps per repeat (about)")
     ap.add_argument("--json", help="write the records here (atomically)")
     a = ap.parse_args(argv)
@@ -168,10 +179,10 @@ def main(argv=None) -> int:
         if not (t / "src" / "jigcnn" / "__init__.py").is_file():
             ap.error(f"--{k} {t}: no src/jigcnn/__init__.py there")
     methods = a.methods.split(",")
-    if not set(methods) <= set(METHODS) or a.repeats < 1 or not a.seconds > 0:
-        ap.error("--methods from autodiff,manual; --repeats >= 1; --seconds > 0")
+    if not set(methods) <= set(METHODS) or a.repeats < 1 or a.rounds < 1 or not a.seconds > 0:
+        ap.error("--methods from autodiff,manual; --repeats >= 1; --rounds >= 1; --seconds > 0")
     print(f"load average {os.getloadavg()}; base {trees['base']}, head {trees['head']}", flush=True)
-    recs = compare(trees["base"], trees["head"], parse_rows(a.rows), methods, a.repeats, a.seconds)
+    recs = compare(trees["base"], trees["head"], parse_rows(a.rows), methods, a.repeats, a.seconds, a.rounds)
     print(f"load average at the end {os.getloadavg()}")
     if a.json:
         tmp = pathlib.Path(a.json + ".tmp")

@@ -29,6 +29,7 @@ def test_a_tree_without_jigcnn_is_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_this_tree_against_itself(tmp_path):
-    recs = bv.compare(ROOT, ROOT, [("lenet5", 32, "sgd")], ("autodiff",), repeats=2, seconds=0.05)
+    recs = bv.compare(ROOT, ROOT, [("lenet5", 32, "sgd")], ("autodiff",), repeats=2, seconds=0.05, rounds=2)
     (r,) = recs
+    assert len(r["samples"]["base"]) == len(r["samples"]["head"]) == 4
     assert r["base_sps"] > 0 and r["head_sps"] > 0 and 0.2 < r["head_over_base"] < 5
