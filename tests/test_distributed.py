@@ -245,7 +245,6 @@ def _port_free(port):
     return True
 
 
-@pytest.mark.slow
 def test_folds_spread_over_two_processes_match_one_process(tmp_path):
     status, text = _launch(["cv", "--out", str(tmp_path / "cv{process_id}.json")])
     assert status == 0, text[-4000:]
@@ -330,7 +329,6 @@ def test_when_process_0_is_killed_the_runtime_ends_the_other(tmp_path, shared_da
     assert "another task died" in out or "lost process 0" in out, out[-3000:]
 
 
-@pytest.mark.slow
 def test_a_killed_process_stops_the_other_and_a_resume_ends_like_an_uninterrupted_run(tmp_path, shared_data_dir):
     """SIGKILL of process 1 mid-run: process 0 exits with status 3 naming it, well within 60 s; both
     restarted with --resume continue from process 0's last checkpoint to the metrics of one uninterrupted
