@@ -173,16 +173,17 @@ def main(argv=None) -> int:
     if a.worker:
         row = worker(a.net, a.batch, a.steps, a.warmup, a.worker)
         from jigcnn import distributed
+        from jigcnn.atomic import write_text_atomic
 
-        with open(a.out.replace("{process_id}", str(distributed.info().process_id)), "w") as f:
-            json.dump(row, f)
+        write_text_atomic(a.out.replace("{process_id}", str(distributed.info().process_id)), json.dumps(row))
         return 0
     result = bench(a.net, a.batch, a.steps, a.warmup, a.repeats)
     print(f"\n{a.net}, global batch {a.batch}, {a.steps} timed steps, {result['cpus']} CPUs, "
           f"load average now {load_average():.1f}\n{result['table']}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from jigcnn.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(result, indent=2))
     return 0
 
 

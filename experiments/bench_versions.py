@@ -185,9 +185,9 @@ def main(argv=None) -> int:
     recs = compare(trees["base"], trees["head"], parse_rows(a.rows), methods, a.repeats, a.seconds, a.rounds)
     print(f"load average at the end {os.getloadavg()}")
     if a.json:
-        tmp = pathlib.Path(a.json + ".tmp")
-        tmp.write_text(json.dumps(recs, indent=1))
-        os.replace(tmp, a.json)
+        from jigcnn.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(recs, indent=1))
     return 0
 
 

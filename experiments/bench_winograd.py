@@ -35,33 +35,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Lavin & Gray's matrices: F(m x m, 3 x 3) with tile t = m + 2
-F2 = {
-    "BT": [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-    "G": [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
-    "AT": [[1, 1, 1, 0], [0, 1, -1, -1]],
-}
-F4 = {
-    "BT": [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
-           [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
-    "G": [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-          [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
-    "AT": [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
-}
-MATRICES = {2: F2, 4: F4}
-
-
-def _combine(terms, dtype):
-    """sum of coefficient * array over the nonzero coefficients."""
-    import jax.numpy as jnp
-
-    out = None
-    for c, a in terms:
-        if c == 0:
-            continue
-        v = a if c == 1 else (-a if c == -1 else a * jnp.asarray(c, dtype))
-        out = v if out is None else out + v
-    return out
+# Lavin & Gray's matrices and the coefficient sums: the library's own (jigcnn.fast.winograd)
+from jigcnn.fast.winograd import MATRICES  # noqa: E402
+from jigcnn.fast.winograd import combine as _combine  # noqa: E402
 
 
 def _tile_rows(x, axis, m, t, count):
@@ -438,8 +414,9 @@ def main(argv=None):
         print(format_result(res, contenders), flush=True)
         results.append(res)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+        from jigcnn.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(results, indent=1))
     return 0
 
 

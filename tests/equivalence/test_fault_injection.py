@@ -127,7 +127,7 @@ NOT_KERNELS = {
     "jigcnn.fast.kernel_tangent": {"kernel_term", "register"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.input_tangent": {"input_term"},
     "jigcnn.fast.wide_conv": {"transposed_input"},
-    "jigcnn.fast.winograd": {"serves"},
+    "jigcnn.fast.winograd": {"serves", "combine"},  # the transforms' coefficient sums (injected through conv and the gradients)
     "jigcnn.fast.pool": {"slots"},  # the strided views max_pool reads (injected through max_pool)
     "jigcnn.fast.barrier": {"unfused"},
     "jigcnn.ops": {"banded_serves", "winograd_serves", "current", "resolve", "using"},

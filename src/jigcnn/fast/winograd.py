@@ -33,7 +33,7 @@ import numpy as np
 from jax import lax
 
 # F(m x m, 3 x 3), tile t = m + 2 (Lavin & Gray's matrices)
-_MATRICES = {
+MATRICES = {
     2: {"BT": [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
         "G": [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
         "AT": [[1, 1, 1, 0], [0, 1, -1, -1]]},
@@ -56,7 +56,8 @@ def serves(kernel_shape, strides, dilation, dtype) -> bool:
 
 # --- the transforms (private: each public function below is what the fault-injection check perturbs) ---
 
-def _combine(terms, dtype):
+def combine(terms, dtype):
+    """sum of coefficient * array over the nonzero coefficients of ``terms`` ((coefficient, array) pairs)."""
     out = None
     for c, a in terms:
         if c == 0:
@@ -78,43 +79,43 @@ def _views(x, axis, m, count):
 
 def _input_tiles(xp, m, th, tw):
     """B^T d B of every tile of the padded input (N, m th + 2, m tw + 2, C) -> (t*t, N*th*tw, C)."""
-    bt, t = _MATRICES[m]["BT"], m + 2
+    bt, t = MATRICES[m]["BT"], m + 2
     rows = _views(xp, 1, m, th)  # each (N, th, Wp, C)
     out = []
     for i in range(t):
-        r = _combine([(bt[i][k], rows[k]) for k in range(t)], xp.dtype)
+        r = combine([(bt[i][k], rows[k]) for k in range(t)], xp.dtype)
         cols = _views(r, 2, m, tw)  # each (N, th, tw, C)
-        out += [_combine([(bt[j][k], cols[k]) for k in range(t)], xp.dtype) for j in range(t)]
+        out += [combine([(bt[j][k], cols[k]) for k in range(t)], xp.dtype) for j in range(t)]
     n, c = xp.shape[0], xp.shape[-1]
     return jnp.stack(out).reshape(t * t, n * th * tw, c)
 
 
 def _kernel_tiles(w, m):
     """G g G^T: (3, 3, Cin, Cout) -> (t*t, Cin, Cout)."""
-    g = jnp.asarray(_MATRICES[m]["G"], w.dtype)
+    g = jnp.asarray(MATRICES[m]["G"], w.dtype)
     return jnp.einsum("ak,klio,bl->abio", g, w, g).reshape(-1, *w.shape[2:])
 
 
 def _output_tiles(mm, m, n, th, tw):
     """A^T M A of every tile: (t*t, N*th*tw, Cout) -> (N, m th, m tw, Cout)."""
-    at, t = _MATRICES[m]["AT"], m + 2
+    at, t = MATRICES[m]["AT"], m + 2
     cout = mm.shape[-1]
     mm = mm.reshape(t, t, n, th, tw, cout)
-    rows = [_combine([(at[a][i], mm[i]) for i in range(t)], mm.dtype) for a in range(m)]  # m x (t, N, th, tw, C)
-    out = jnp.stack([jnp.stack([_combine([(at[b][j], r[j]) for j in range(t)], mm.dtype) for b in range(m)],
+    rows = [combine([(at[a][i], mm[i]) for i in range(t)], mm.dtype) for a in range(m)]  # m x (t, N, th, tw, C)
+    out = jnp.stack([jnp.stack([combine([(at[b][j], r[j]) for j in range(t)], mm.dtype) for b in range(m)],
                                axis=3) for r in rows], axis=2)  # (N, th, m, tw, m, C)
     return out.reshape(n, th * m, tw * m, cout)
 
 
 def _output_tiles_t(gp, m, th, tw):
     """The transpose of `_output_tiles`: (N, m th, m tw, C) -> (t*t, N*th*tw, C)."""
-    at, t = _MATRICES[m]["AT"], m + 2
+    at, t = MATRICES[m]["AT"], m + 2
     n, c = gp.shape[0], gp.shape[-1]
     g = gp.reshape(n, th, m, tw, m, c)
     out = []
     for i in range(t):
-        r = _combine([(at[a][i], g[:, :, a]) for a in range(m)], gp.dtype)  # (N, th, tw, m, C)
-        out += [_combine([(at[b][j], r[:, :, :, b]) for b in range(m)], gp.dtype) for j in range(t)]
+        r = combine([(at[a][i], g[:, :, a]) for a in range(m)], gp.dtype)  # (N, th, tw, m, C)
+        out += [combine([(at[b][j], r[:, :, :, b]) for b in range(m)], gp.dtype) for j in range(t)]
     return jnp.stack(out).reshape(t * t, n * th * tw, c)
 
 
@@ -135,14 +136,14 @@ def _overlap_add(parts, axis, m):
 
 def _input_tiles_t(dv, m, n, th, tw):
     """The transpose of `_input_tiles`: (t*t, N*th*tw, C) -> (N, m th + 2, m tw + 2, C)."""
-    bt, t = _MATRICES[m]["BT"], m + 2
+    bt, t = MATRICES[m]["BT"], m + 2
     c = dv.shape[-1]
     dv = dv.reshape(t, t, n, th, tw, c)
     cols = []
     for i in range(t):
-        parts = [_combine([(bt[j][k], dv[i, j]) for j in range(t)], dv.dtype) for k in range(t)]
+        parts = [combine([(bt[j][k], dv[i, j]) for j in range(t)], dv.dtype) for k in range(t)]
         cols.append(_overlap_add(parts, 2, m))  # (N, th, Wp, C)
-    parts = [_combine([(bt[i][k], cols[i]) for i in range(t)], dv.dtype) for k in range(t)]
+    parts = [combine([(bt[i][k], cols[i]) for i in range(t)], dv.dtype) for k in range(t)]
     return _overlap_add(parts, 1, m)
 
 
@@ -180,7 +181,7 @@ def tile_weight_gradient(v, dm, m=TILE):
     """dw = G^T (V^T dM) G: the weight gradient from the input tiles V and the delta tiles dM (Eq. 1)."""
     t = m + 2
     du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))))  # (t*t, Cin, Cout)
-    g = jnp.asarray(_MATRICES[m]["G"], dm.dtype)
+    g = jnp.asarray(MATRICES[m]["G"], dm.dtype)
     return jnp.einsum("ak,abio,bl->klio", g, du.reshape(t, t, *du.shape[1:]), g)
 
 
