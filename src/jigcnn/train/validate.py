@@ -21,8 +21,7 @@ import warnings
 import numpy as np
 
 from jigcnn.errors import CheckpointError, BadDataError, OutputPathError, UserError
-from jigcnn.checks import (SUM_TOLERANCE, _fmt, _host, _is_tracer, check_class_targets, check_finite,  # noqa: F401
-                           check_input_shape, first_non_finite)
+from jigcnn.checks import check_class_targets, check_finite, check_input_shape, first_non_finite
 from jigcnn.train import checkpoint as ckpt
 
 CLASS_LOSSES = ("softmax_cross_entropy", "cross_entropy", "nll")
