@@ -133,6 +133,38 @@ def test_make_optimizer_refuses_a_learning_rate_that_is_no_positive_finite_numbe
         make_optimizer({"name": name, "learning_rate": lr})
 
 
+@pytest.mark.parametrize("name, hp, value, why", [
+    ("momentum", "momentum", 1.0, r"must be in \[0, 1\), got 1.0"),
+    ("nesterov", "momentum", -0.9, r"must be in \[0, 1\), got -0.9"),
+    ("momentum", "momentum", "0.9", r"must be a finite number, got '0.9'"),
+    ("adam", "b1", 1.5, r"must be in \[0, 1\), got 1.5"),
+    ("adam", "b2", 1.0, r"must be in \[0, 1\), got 1.0"),        # Adam's bias correction would divide by 0
+    ("adam", "eps", -1e-8, r"must be >= 0, got -1e-08"),
+    ("adam", "eps", float("nan"), r"must be a finite number, got nan"),
+    ("adamw", "weight_decay", -0.01, r"must be >= 0, got -0.01"),
+    ("adamw", "weight_decay", True, r"must be a finite number, got True"),
+    ("adagrad", "initial_accumulator_value", -0.1, r"must be >= 0, got -0.1"),
+    ("rmsprop", "decay", 1.0, r"must be in \[0, 1\), got 1.0"),
+    ("rmsprop", "centered", 1, r"must be True or False, got 1"),
+    ("rmsprop", "momentum", 2, r"must be in \[0, 1\), got 2"),
+])
+def test_make_optimizer_refuses_hyperparameters_out_of_range(name, hp, value, why):
+    from jigcnn.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^optimizer '{name}': {hp} {why}$"):
+        make_optimizer({"name": name, "learning_rate": 0.1, hp: value})
+
+
+def test_make_optimizer_accepts_the_edges_of_the_ranges():
+    for cfg in ({"name": "momentum", "momentum": 0.0}, {"name": "adam", "b1": 0.0, "b2": np.float32(0.5), "eps": 0},
+                {"name": "rmsprop", "centered": np.bool_(True), "momentum": 0.5, "nesterov": True},
+                {"name": "adamw", "weight_decay": 0}):
+        tx = make_optimizer({"learning_rate": 0.1, **cfg})
+        params = make_params()
+        u, _ = tx.update(targets_for(params), tx.init(params), params)
+        assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(u)), cfg
+
+
 def test_make_optimizer_accepts_numpy_scalars_and_schedules_as_learning_rate():
     params = make_params()
     grads = jax.tree.map(jnp.ones_like, params)

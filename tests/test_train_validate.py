@@ -156,6 +156,29 @@ def test_non_finite_data_names_the_part_the_array_and_the_first_index():
         _fit(tr, model=reg, loss="mse", metrics=())        # regression targets without their output axis
 
 
+def test_a_zero_target_under_a_percentage_metric_is_refused_before_training():
+    from jigcnn.metrics import age_mape_metric
+
+    tr, te, _ = _tiny()
+    reg = Sequential([Flatten(), Dense(1)], input_shape=(8, 8, 1))
+    ytr = tr[1][:, None].astype(np.float32) + 1.0                 # all >= 1: MAPE is defined
+    yte = te[1][:, None].astype(np.float32) + 1.0
+    yte[[3, 11], 0] = 0.0
+    with pytest.raises(BadDataError, match=r"fit: test y: the metric 'mape' divides by the target, which is 0 for "
+                                           r"2 value\(s\) \(the first at sample 3, position \(0,\)\)"):
+        _fit((tr[0], ytr), (te[0], yte), model=reg, loss="mse", metrics=("mape",))
+    _fit((tr[0], ytr), (te[0], yte), model=reg, loss="mse", metrics=("mae",), tx=optax.sgd(1e-3))  # MAE: fine
+    # ages trained as (age - 100) / 2: the age 0 is the target -50, which the metric maps back to 0
+    yte = (te[1][:, None].astype(np.float32) - 1.0) * 4
+    yte[5, 0] = -50.0
+    with pytest.raises(BadDataError, match=r"fit: test y: the metric 'age' divides .* 1 value\(s\) \(the first "
+                                           r"at sample 5"):
+        _fit((tr[0], ytr), (te[0], yte), model=reg, loss="mse", metrics=(age_mape_metric(100.0, 2.0, "age"),))
+    with pytest.raises(BadDataError, match=r"cross_validate: images/targets y: the metric 'mape' divides"):
+        cross_validate(reg, te[0], yte * 0, optimizer=TRIPWIRE, loss="mse", metrics=("mape",), k=2,
+                       augment_factor=2, epochs=1, batch_size=4, progress=False)
+
+
 # ---------------------------------------------------------------- numbers (item 6)
 
 

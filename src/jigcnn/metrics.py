@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def class_indices(labels):
@@ -22,6 +23,11 @@ def mape(pred, target):
     if pred.shape != target.shape:
         raise ValueError(f"mape: predictions {pred.shape} and targets {target.shape} must have the same shape")
     return 100.0 * jnp.mean(jnp.abs(pred - target) / jnp.abs(target))
+
+
+# A percentage metric's denominator as a function of the targets (NumPy, host side): training checks
+# it for zeros before the first step (`jigcnn.train.validate`), where a zero would make the metric inf.
+mape.denominator = np.asarray
 
 
 def mean_absolute_error(pred, target):
@@ -51,4 +57,9 @@ def age_mape_metric(offset: float, scale: float = 1.0, name: str = "mape"):
                              "the same shape")
         return 100.0 * jnp.mean(jnp.abs(pred - target) * scale / jnp.abs(target * scale + offset))
 
+    mape_of_ages.denominator = lambda target: np.asarray(target, dtype=np.float64) * scale + offset
     return (name, mape_of_ages)
+
+
+# metric names that ``fit``'s ``metrics`` accepts
+BY_NAME = {"accuracy": accuracy, "mape": mape, "mae": mean_absolute_error}

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, Iterable
 
 import jax
+import numpy as np
 import optax
 from optax.transforms import MaskedNode
 
@@ -60,6 +63,27 @@ _ALIASES = {"gd": "sgd", "plain": "sgd", "nag": "nesterov"}
 
 OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
 
+# what each hyper-parameter other than the learning rate may be: a decay rate in [0, 1) (1 or more
+# never forgets, or grows, and b2 = 1 divides by zero in Adam's bias correction), a non-negative
+# number, or a flag
+_UNIT_INTERVAL = ("momentum", "b1", "b2", "decay")
+_NON_NEGATIVE = ("eps", "eps_root", "initial_accumulator_value", "initial_scale", "weight_decay")
+_FLAGS = ("nesterov", "centered", "eps_in_sqrt", "bias_correction")
+
+
+def _check_hyperparameter(name: str, value, who: str) -> None:
+    """A UserError naming ``who``, ``name`` and ``value`` unless it is a number / flag in its allowed range."""
+    if name in _FLAGS:
+        if not isinstance(value, (bool, np.bool_)):
+            raise UserError(f"{who}: {name} must be True or False, got {value!r}")
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise UserError(f"{who}: {name} must be a finite number, got {value!r}")
+    if name in _UNIT_INTERVAL and not 0 <= value < 1:
+        raise UserError(f"{who}: {name} must be in [0, 1), got {value!r}")
+    if name in _NON_NEGATIVE and value < 0:
+        raise UserError(f"{who}: {name} must be >= 0, got {value!r}")
+
 
 def _config_dict(config) -> dict:
     if isinstance(config, Mapping):
@@ -89,7 +113,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
     schedule. Entries set to None are ignored (optax's default is used);
     ``momentum`` defaults to 0.9 for momentum/nesterov. A learning rate that
     is not a finite number > 0 (or a callable schedule) is an error here, before
-    any training: -1 trains uphill, 0 not at all, and "fast" or True is no number.
+    any training: -1 trains uphill, 0 not at all, and "fast" or True is no number. So is a
+    decay rate (momentum, b1, b2, decay) outside [0, 1), a negative eps / weight decay /
+    accumulator, and a flag (nesterov, centered, ...) that is not a bool.
     """
     cfg = {k: v for k, v in _config_dict(config).items() if v is not None}
     if "name" not in cfg:
@@ -109,6 +135,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
     if "learning_rate" not in cfg:
         raise ValueError(f"optimizer {key!r} needs a learning_rate (a float or an optax schedule)")
     check_learning_rate(cfg["learning_rate"], "learning_rate", f"optimizer {key!r}")
+    for hp, value in cfg.items():
+        if hp != "learning_rate":
+            _check_hyperparameter(hp, value, f"optimizer {key!r}")
     kwargs = {**defaults, **cfg, **fixed}
     return factory(**kwargs)
 

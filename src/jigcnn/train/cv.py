@@ -318,7 +318,7 @@ def cross_validate(model, images, targets, source=None, *, protocol: str = "grou
     every process's devices (``fit``'s default). One process: ignored.
     """
     validate.check_cv_inputs(model, images, targets, loss=loss, k=k, batch_size=batch_size, epochs=epochs,
-                             stopping=stopping, augment_factor=augment_factor, **fit_kwargs)
+                             stopping=stopping, augment_factor=augment_factor, metrics=metrics, **fit_kwargs)
     from jigcnn import distributed
     from jigcnn.train.epochs import History
     from jigcnn.train.loop import fit

@@ -119,7 +119,7 @@ def fit(model, params, state, optimizer: optax.GradientTransformation, train, te
       choice (:func:`jigcnn.runtime.configure_process`, which jigcnn's own programs call first).
     """
     validate.check_fit_inputs(model, train, test, validation, loss=loss, batch_size=batch_size, epochs=epochs,
-                              stopping=stopping, checkpoint_dir=checkpoint_dir, resume=resume)
+                              stopping=stopping, checkpoint_dir=checkpoint_dir, resume=resume, metrics=metrics)
     augment = as_augment(augment)
     loss_name, _ = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)

@@ -38,11 +38,7 @@ from jigcnn.xla_options import resolve_compiler_options
 
 MetricFn = Callable[[Any, Any], Any]
 
-METRICS: dict[str, MetricFn] = {
-    "accuracy": _metrics.accuracy,
-    "mape": _metrics.mape,
-    "mae": _metrics.mean_absolute_error,
-}
+METRICS: dict[str, MetricFn] = dict(_metrics.BY_NAME)
 
 
 def resolve_metrics(metrics: Sequence[str | tuple[str, MetricFn]] | None) -> tuple[tuple[str, MetricFn], ...]:

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from jigcnn import metrics as metric_functions
 from jigcnn.errors import CheckpointError, BadDataError, OutputPathError, UserError
 from jigcnn.checks import check_class_targets, check_finite, check_input_shape, first_non_finite
 from jigcnn.train import checkpoint as ckpt
@@ -101,8 +102,36 @@ def check_targets(y, out_shape: tuple[int, ...], loss, what: str) -> None:
                             f"{', '.join(map(str, out_shape))}) and the loss compares them element by element")
 
 
-def check_data(model, data, name: str, *, loss, who: str = "fit", shapes=None) -> int | None:
-    """Check one ``(x, y)`` part (shape, targets, finiteness), naming it ``name``; returns its length."""
+def check_metric_targets(metrics, y, what: str) -> None:
+    """A BadDataError unless every percentage metric's denominator (``fn.denominator(y)``) is non-zero.
+
+    ``metrics``: names or ``(name, fn)`` pairs as ``fit`` takes them; a metric whose function has a
+    ``denominator`` attribute (``"mape"``, :func:`jigcnn.metrics.age_mape_metric`) divides by it, so
+    a zero there would turn the metric into inf (a NumPy warning at best) after the first epoch.
+    """
+    for m in metrics or ():
+        if isinstance(m, str):
+            name, fn = m, metric_functions.BY_NAME.get(m)
+        elif isinstance(m, tuple) and len(m) == 2:
+            name, fn = m
+        else:
+            continue  # a malformed entry is reported by ``resolve_metrics``
+        denominator = getattr(fn, "denominator", None)
+        if denominator is None:
+            continue
+        d = np.asarray(denominator(np.asarray(y)))
+        zero = np.argwhere(d == 0)
+        if zero.size:
+            idx = tuple(int(i) for i in zero[0])
+            where = f"sample {idx[0]}" + (f", position {idx[1:]}" if len(idx) > 1 else "")
+            raise BadDataError(f"{what}: the metric {name!r} divides by the target, which is 0 for {len(zero)} "
+                               f"value(s) (the first at {where}): the percentage error is undefined there; "
+                               f"use 'mae' or drop / shift those targets")
+
+
+def check_data(model, data, name: str, *, loss, who: str = "fit", shapes=None, metrics=None) -> int | None:
+    """Check one ``(x, y)`` part (shape, targets, finiteness, metric denominators), naming it ``name``;
+    returns its length."""
     if data is None or not (isinstance(data, (tuple, list)) and len(data) == 2):
         return None  # the caller reports a malformed part
     x, y = data
@@ -121,6 +150,8 @@ def check_data(model, data, name: str, *, loss, who: str = "fit", shapes=None) -
         check_targets(y, shapes[1], loss, f"{who}: {name} y")
     check_finite(x, f"{who}: {name} x")
     check_finite(y, f"{who}: {name} y")
+    if metrics:
+        check_metric_targets(metrics, y, f"{who}: {name} y")
     return int(x.shape[0])
 
 
@@ -216,15 +247,15 @@ def check_checkpoint_dir(checkpoint_dir, *, resume: bool, who: str = "fit") -> N
 
 
 def check_fit_inputs(model, train, test=None, validation=None, *, loss, batch_size, epochs=None, stopping=None,
-                     checkpoint_dir=None, resume: bool = False, who: str = "fit") -> None:
+                     checkpoint_dir=None, resume: bool = False, metrics=None, who: str = "fit") -> None:
     """Every check of :func:`jigcnn.train.fit`'s arguments that needs no compilation, before its first step.
 
     Numbers (``epochs``, ``batch_size`` >= 1, ``batch_size`` at most the training set's size),
     each data part's input shape against the model's ``input_shape`` (naming both, and
     "looks like NCHW"), the targets against the model's outputs for the loss (class labels in
     ``0..K-1``, one-hot / soft rows of width K), NaN / infinity in any array (naming the part,
-    x or y, and the first bad index), and the checkpoint folder
-    (:func:`check_checkpoint_dir`).
+    x or y, and the first bad index), a zero target under a percentage metric
+    (:func:`check_metric_targets`), and the checkpoint folder (:func:`check_checkpoint_dir`).
     """
     if epochs is not None:
         check_positive_int(epochs, "epochs", who)
@@ -234,9 +265,9 @@ def check_fit_inputs(model, train, test=None, validation=None, *, loss, batch_si
     shapes = None
     if isinstance(train, (tuple, list)) and len(train) == 2 and hasattr(train[0], "shape") and train[0].shape:
         shapes = model_shapes(model, train[0].shape, who)
-    n_train = check_data(model, train, "train", loss=loss, who=who, shapes=shapes)
+    n_train = check_data(model, train, "train", loss=loss, who=who, shapes=shapes, metrics=metrics)
     for part, name in ((test, "test"), (validation, "validation")):
-        check_data(model, part, name, loss=loss, who=who, shapes=shapes)
+        check_data(model, part, name, loss=loss, who=who, shapes=shapes, metrics=metrics)
     if n_train is not None and n_train >= 1 and batch_size > n_train:
         raise UserError(f"{who}: batch_size {batch_size} is larger than the {n_train} training samples "
                         f"(pass batch_size <= {n_train}: an epoch runs full mini-batches only)")
@@ -244,7 +275,7 @@ def check_fit_inputs(model, train, test=None, validation=None, *, loss, batch_si
 
 
 def check_cv_inputs(model, images, targets, *, loss, k: int = 5, batch_size: int = 32, epochs=None, stopping=None,
-                    augment_factor: int = 10, checkpoint_dir=None, resume: bool = False,
+                    augment_factor: int = 10, checkpoint_dir=None, resume: bool = False, metrics=None,
                     who: str = "cross_validate", **_other_fit_kwargs) -> None:
     """The checks of :func:`check_fit_inputs` for :func:`jigcnn.train.cross_validate`, before any fold.
 
@@ -258,7 +289,8 @@ def check_cv_inputs(model, images, targets, *, loss, k: int = 5, batch_size: int
         check_positive_int(epochs, "epochs", who)
     check_positive_int(batch_size, "batch_size", who)
     mdl = model if hasattr(model, "apply") else None
-    n = check_data(mdl, (images, targets), "images/targets", loss=loss, who=who) if mdl is not None else None
+    n = (check_data(mdl, (images, targets), "images/targets", loss=loss, who=who, metrics=metrics)
+         if mdl is not None else None)
     if mdl is None:
         x, y = images, targets
         if not hasattr(x, "shape"):
@@ -267,6 +299,8 @@ def check_cv_inputs(model, images, targets, *, loss, k: int = 5, batch_size: int
             y = np.asarray(y)
         check_finite(x, f"{who}: images")
         check_finite(y, f"{who}: targets")
+        if metrics:
+            check_metric_targets(metrics, y, f"{who}: targets")
         n = int(x.shape[0]) if len(x.shape) else None
     if n is not None and batch_size > n * augment_factor:
         raise UserError(f"{who}: batch_size {batch_size} is larger than the whole expanded data set "
@@ -299,5 +333,5 @@ def check_cv_inputs(model, images, targets, *, loss, k: int = 5, batch_size: int
 
 __all__ = ["check_positive_int", "check_learning_rate", "first_non_finite", "check_finite", "check_input_shape",
            "check_class_targets", "loss_kind", "model_shapes", "check_targets", "check_data",
-           "check_writable_dir", "check_writable_file", "check_checkpoint_dir", "check_fit_inputs",
+           "check_writable_dir", "check_writable_file", "check_checkpoint_dir", "check_fit_inputs", "check_metric_targets",
            "check_cv_inputs"]
