@@ -3,6 +3,7 @@
 ``PYTHONPATH=src python -m experiments.bench [--vs-torch] [--nets ignet_fig5,lenet5,...] [--batches 32,256]
 [--optimizers sgd,adam] [--contenders autodiff,manual,torch-nchw,torch-channels_last] [--repeats 7]
 [--repeat-seconds 0.25] [--quick] [--no-peak] [--gemm-size 2048] [--json PATH] [--startup]
+[--startup-nets lenet5,vgg_small,...] [--startup-repeats 3]
 [--allocator retain|default] [--no-cache]``
 
 How it measures (issue 19; docs/performance.md, "How the bench measures"):
@@ -707,7 +708,7 @@ def run_row(net: str, batch: int, optimizer: str, contenders, *, repeats: int = 
 
 
 # ----------------------------------------------------------------------------------------------
-# start-up (unchanged since session 7)
+# start-up
 
 
 _STARTUP_CODE = r"""
@@ -715,17 +716,17 @@ import time, sys
 t0 = time.perf_counter()
 sys.path.insert(0, "src")
 import jax, jax.numpy as jnp, numpy as np
-from jigcnn import compile_cache, zoo
+from jigcnn import compile_cache
 if {cache!r}:
     compile_cache.enable({cache!r})
-from jigcnn.optim import make_optimizer
+from experiments.bench import _data, build_model, jax_optimizer
 from jigcnn.train import make_train_step
-model = zoo.lenet5(head_activation=None)
+model = build_model({net!r})
 params, state = model.init(jax.random.key(0))
-tx = make_optimizer({{"name": "sgd", "learning_rate": 1e-3}})
+tx = jax_optimizer({optimizer!r})
 opt = tx.init(params)
 step = make_train_step(model, "softmax_cross_entropy", tx)
-x = np.zeros((32, 28, 28, 1), np.float32); y = np.zeros((32,), np.int32)
+x, y = _data({net!r}, {batch!r})
 t1 = time.perf_counter()
 p, s, o, m = step(params, state, opt, x, y, jax.random.key(1))
 jax.block_until_ready(p)
@@ -734,15 +735,20 @@ print("STARTUP", t1 - t0, t2 - t1, time.time())
 """
 
 
-def startup(cache_dir: str | None = None) -> dict:
-    """Process start to first LeNet-5 step, measured around a fresh `python -c` subprocess.
+def startup(cache_dir: str | None = None, net: str = "lenet5") -> dict:
+    """Process start to the first training step of bench net ``net``, measured around a fresh `python -c` subprocess.
 
+    The step is the net's first bench row (batch and optimizer; LeNet-5: batch 32, plain SGD), autodiff,
+    XLA's "auto" options, the process left as it starts (no `configure_process`).
     `process_to_first_step_s`: from just before the process is launched until its first jitted
     step is done (the child reports the wall-clock time then); `process_wall_s` adds the
     interpreter's exit. Also the in-process set-up time (imports, model, init) and the first
     jitted step (compilation included, or loaded from the persistent cache when `cache_dir`).
     """
-    code = _STARTUP_CODE.format(cache=cache_dir or "")
+    if net not in NETS:
+        raise ValueError(f"unknown net {net!r}; choose from {list(NETS)}")
+    spec = NETS[net]
+    code = _STARTUP_CODE.format(cache=cache_dir or "", net=net, batch=spec.batches[0], optimizer=spec.optimizers[0])
     env = dict(os.environ)
     env.setdefault("PYTHONPATH", "src")
     t0_epoch = time.time()
@@ -751,7 +757,8 @@ def startup(cache_dir: str | None = None) -> dict:
                          cwd=ROOT, check=True)
     wall = time.perf_counter() - t0
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("STARTUP")][-1].split()
-    return {"cache": bool(cache_dir), "process_to_first_step_s": float(line[3]) - t0_epoch,
+    return {"net": net, "batch": spec.batches[0], "optimizer": spec.optimizers[0], "cache": bool(cache_dir),
+            "process_to_first_step_s": float(line[3]) - t0_epoch,
             "process_wall_s": wall, "setup_s": float(line[1]), "first_step_s": float(line[2])}
 
 
@@ -871,7 +878,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-peak", action="store_true", help="do not measure the GEMM peak")
     ap.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n float32 GEMM peak")
     ap.add_argument("--worker-timeout", type=float, default=900, help="seconds a worker may take to answer")
-    ap.add_argument("--startup", action="store_true", help="also measure process start to first LeNet-5 step")
+    ap.add_argument("--startup", action="store_true",
+                    help="also measure process start to the first training step (empty, then warm cache)")
+    ap.add_argument("--startup-nets", default="lenet5", metavar="NETS",
+                    help=f"the nets of --startup, comma-separated from {','.join(NETS)} (default lenet5)")
     ap.add_argument("--startup-repeats", type=int, default=3, metavar="N",
                     help="warm-cache start-up processes to time (default 3)")
     ap.add_argument("--no-cache", action="store_true", help="the jigcnn workers leave the persistent compilation cache off")
@@ -885,6 +895,7 @@ def main(argv=None) -> dict:
     kernels = parse_kernels(args.kernels)
     try:
         nets = parse_choices("--nets", args.nets, NETS)
+        startup_nets = parse_choices("--startup-nets", args.startup_nets, NETS)
         batches = parse_batches(args.batches) if args.batches is not None else None
         opts = parse_choices("--optimizers", args.optimizers, OPTIMIZERS) if args.optimizers is not None else None
         if args.contenders is not None and args.methods is not None:
@@ -940,15 +951,18 @@ def main(argv=None) -> dict:
                        "parametrised layer's input gradient",
               "gemm_peak": peak, "rows": rows}
     if args.startup:
-        with tempfile.TemporaryDirectory() as d:
-            cold = startup(d)
-            warm = [startup(d) for _ in range(args.startup_repeats)]
-        result["startup"] = {"cold_cache": cold, "warm_cache": warm}
-        for name, runs in (("empty cache", [cold]), ("warm cache", warm)):
-            for s in runs:
-                print(f"start-up ({name}): process start to first LeNet-5 step "
-                      f"{s['process_to_first_step_s']:.2f} s (imports+model+init {s['setup_s']:.2f} s, "
-                      f"first jitted step {s['first_step_s']:.2f} s; process exit at {s['process_wall_s']:.2f} s)")
+        result["startup"] = {}
+        for net in startup_nets:
+            with tempfile.TemporaryDirectory() as d:  # each net its own empty cache
+                cold = startup(d, net)
+                warm = [startup(d, net) for _ in range(args.startup_repeats)]
+            result["startup"][net] = {"cold_cache": cold, "warm_cache": warm}
+            for name, runs in (("empty cache", [cold]), ("warm cache", warm)):
+                for s in runs:
+                    print(f"start-up ({name}): process start to first {net} step (batch {s['batch']}, "
+                          f"{s['optimizer']}) {s['process_to_first_step_s']:.2f} s (imports+model+init "
+                          f"{s['setup_s']:.2f} s, first jitted step {s['first_step_s']:.2f} s; process exit at "
+                          f"{s['process_wall_s']:.2f} s)", flush=True)
     result["load_avg_end"] = load_average()
     print(f"load average at the end: {result['load_avg_end']}")
     if args.json:

@@ -4,7 +4,9 @@ nets' parameter counts, and a --quick run with its workers (PyTorch's skipped wh
 import json
 import math
 import pathlib
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -98,6 +100,7 @@ def test_resnet20_row_counts_the_flops_inside_its_blocks():
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--repeat-seconds", "0"], "--repeat-seconds must be positive, got 0.0"),
     (["--startup-repeats", "0"], "--startup-repeats must be at least 1, got 0"),
+    (["--startup", "--startup-nets", "lenet5,vgg"], "--startup-nets: unknown value 'vgg'"),
 ])
 def test_bad_arguments_name_the_argument_and_value(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -219,6 +222,26 @@ def test_startup_measures_to_the_first_step_not_to_the_exit(monkeypatch):
     assert (s["setup_s"], s["first_step_s"]) == (0.25, 0.125)
     assert 0 < s["process_to_first_step_s"] < s["process_wall_s"] - 0.4
     assert not math.isnan(s["process_wall_s"])
+
+
+@pytest.mark.parametrize("net", list(bench.NETS))
+def test_startup_code_builds_each_nets_first_bench_row(net, monkeypatch):
+    """The start-up child for ``net`` is valid Python that trains the net's first bench row (batch, optimizer)."""
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["code"] = cmd[-1]
+        compile(cmd[-1], "<startup>", "exec")
+        return subprocess.CompletedProcess(cmd, 0, stdout="STARTUP 0.5 2.0 %f\n" % time.time(), stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    s = bench.startup(None, net)
+    spec = bench.NETS[net]
+    assert (s["net"], s["batch"], s["optimizer"]) == (net, spec.batches[0], spec.optimizers[0])
+    assert f"build_model({net!r})" in seen["code"] and f"jax_optimizer({spec.optimizers[0]!r})" in seen["code"]
+    assert f"_data({net!r}, {spec.batches[0]!r})" in seen["code"] and "compile_cache.enable" in seen["code"]
+    with pytest.raises(ValueError, match="unknown net 'vgg'"):
+        bench.startup(None, "vgg")
 
 
 def test_he_sgd_is_the_cifar10_experiments_resnet20_recipe():
