@@ -36,6 +36,9 @@ issue 21); wall time and time-to-70/75/80/85/90% reported.
 its own command and finish time (``--no-keep-other-nets`` drops them).
 The final test accuracy is also given with 2-view test-time augmentation (mean softmax of each
 image and its mirror), beside the plain single-view figure that the goals and curves use.
+Beside the wall times, PyTorch eager's vgg_small training-step rate is measured before and after the
+training, in its own process (``common.torch_reference``; ``--no-torch-reference`` skips it): these
+machines differ by up to 1.5x from day to day.
 ``--quick`` uses the lossless 4000/1000 PNG subset, cut to 256/128 images, one epoch.
 """
 
@@ -219,12 +222,13 @@ def train_net(model, train, test, *, optimizer, epochs, batch_size, seed, loss, 
 
 def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=None, batch_size=128, lr=0.1,
         label_smoothing=None, weight_decay=None, schedule=None, grad_method="autodiff", minutes=None,
-        fast_variance=True, keep_other_nets=True, argv=None, verbose=True) -> dict:
+        fast_variance=True, keep_other_nets=True, torch_reference=None, argv=None, verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plot, print the table; return the results.
 
     ``epochs``: per net (default 14; with ``minutes``, a cap on the planned epochs); ``label_smoothing``,
     ``weight_decay``, ``schedule``: None for each net's `RECIPES` entry; ``minutes``: the wall-clock
-    budget per net (None: none).
+    budget per net (None: none). ``torch_reference``: measure PyTorch's vgg_small step rate before and
+    after the training (`common.torch_reference`, in its own process; None: unless ``quick``).
     """
     from jigcnn import zoo
     from jigcnn.data import load_cifar10, standardize
@@ -255,6 +259,10 @@ def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=
         xtr, ytr, xte, yte, epochs, batch_size = xtr[:256], ytr[:256], xte[:128], yte[:128], 1, 64
         nets = nets[:1] if len(nets) > 1 else nets
     xtr, xte = standardize(np.asarray(xtr), np.asarray(xte))
+    measure_torch = (not quick) if torch_reference is None else bool(torch_reference)
+    torch_refs = {"start": common.torch_reference()} if measure_torch else None
+    if verbose and torch_refs:
+        print("  " + common.torch_reference_line(torch_refs), flush=True)
     runs, recipes = {}, {}
     steps_per_epoch = len(ytr) // batch_size
     for net in nets:
@@ -294,7 +302,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=
         info.update(epochs_asked=net_epochs, command=common.command_line(NAME, argv), recipe=recipes[net],
                     label_smoothing=recipe.label_smoothing, weight_decay=recipe.weight_decay,
                     schedule=recipe.schedule, grad_method=grad_method, budget=budget,
-                    test_accuracy_flip_tta=tta, goals=goal_report(info), **kw)
+                    test_accuracy_flip_tta=tta, goals=goal_report(info), torch_reference=torch_refs, **kw)
         if budget is not None:  # the budget's clock started before the probe
             budget["probe_and_train_s"] = round(budget["probe_wall_s"] + info["train_wall_time_s"], 1)
         if verbose:
@@ -302,6 +310,8 @@ def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=
                   f"with left-right flip test-time augmentation {100 * tta:.2f}%; "
                   + "; ".join(f"{k}: {v}" for k, v in info["goals"].items()), flush=True)
         runs[net] = info
+    if torch_refs is not None:
+        torch_refs["end"] = common.torch_reference()
     if keep_other_nets and not quick:
         runs = {**earlier_runs(out, exclude=nets), **runs}
     plt = common.matplotlib_pyplot()
@@ -330,7 +340,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, nets=DEFAULT_NETS, epochs=
                       "annt": "68.34% in 805 min", "tutorial": "69.5%",
                       "he_et_al_resnet20": "91.25% after 64k iterations (GPU)",
                       "goal": ">= 85% in < 30 min on 2 cores; ResNet-20 >= 90% within 60 min on 2 cores"},
-        "runs": runs, "plots": plots,
+        "runs": runs, "plots": plots, "torch_reference": torch_refs,
         "metrics": {f"{k} test_accuracy": v["test_accuracy"] for k, v in runs.items()},
         "headline": {"published": "goal >= 85% in < 30 min; PyTorch 85.0%/19 min (VGG), 75.8%/21 min (thesis)"
                                   + ("; ResNet-20 goal >= 90% in 60 min (He et al. 91.25%)" if "resnet20" in runs
@@ -394,6 +404,9 @@ def summary(results: dict) -> str:
             lines.append(f"{net}: budget {b['minutes']:g} min (probe {b['probe']['step_s']:.3f} s/step, "
                          f"~{b['epoch_estimate_s'] / 60:.1f} min/epoch, {b['epochs_scheduled']} epoch(s) scheduled, "
                          f"{v['epochs']} run); stopped: {v.get('stopped_reason')}")
+        ref = common.torch_reference_line(v.get("torch_reference"))
+        if ref:
+            lines.append(f"{net}: {ref}")
     lines += ["published: " + results["headline"]["published"],
               f"total wall time {results['wall_time_s']:.0f} s, load {results['environment']['load_average_1_5_15']}, "
               f"{results['environment'].get('cpu_count')} CPUs ({results['environment'].get('jax_backend')})"]
@@ -426,13 +439,17 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--fast-variance", action=argparse.BooleanOptionalAction, default=True,
                    help="vgg_small's batch norm takes the variance in one pass, E[x^2]-E[x]^2 (a 1.3x faster step)")
+    p.add_argument("--torch-reference", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure PyTorch eager's vgg_small step rate (its own process) before and after training, "
+                        "the machine's speed beside the wall times (default: on, off with --quick; skipped with a "
+                        "note when PyTorch is not installed)")
     p.add_argument("--keep-other-nets", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the earlier results.json's runs of nets not in --nets (each keeps its own command)")
     a = p.parse_args(argv)
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, nets=a.nets, epochs=a.epochs,
         batch_size=a.batch_size, lr=a.lr, label_smoothing=a.label_smoothing, weight_decay=a.weight_decay,
         schedule=a.schedule, grad_method=a.grad_method, minutes=a.minutes, fast_variance=a.fast_variance,
-        keep_other_nets=a.keep_other_nets, argv=argv)
+        keep_other_nets=a.keep_other_nets, torch_reference=a.torch_reference, argv=argv)
     return 0
 
 

@@ -500,6 +500,53 @@ def benchmark_fit(model, train, test, *, optimizer, epochs: int, batch_size: int
     return r, info
 
 
+# The yardstick beside every CIFAR-10 / Fashion-MNIST wall time (issue 19): these shared machines differ by up
+# to 1.5x from day to day, so a wall time means little without the machine's speed measured the same hour.
+TORCH_REFERENCE = {"net": "vgg_small", "batch": 128, "optimizer": "nesterov", "contender": "torch-channels_last"}
+
+
+def torch_reference(repeats: int = 3, seconds: float = 1.0, timeout: float = 600) -> dict:
+    """PyTorch eager's vgg_small training-step rate measured now (batch 128, SGD Nesterov, channels_last).
+
+    Runs `experiments.bench`'s PyTorch worker in its own process (no thread pool shared with this
+    one's XLA): ``repeats`` timed repeats of ~``seconds`` of steps, the median reported with the
+    min-max and the load average. Returns ``{"samples_per_s", "min_sps", "max_sps", "step_s",
+    "load_before", "load_after", "measured_utc", ...}``, or ``{"error": why}`` when PyTorch is not
+    installed (it is not a jigcnn dependency) or its worker failed; never raises for those.
+    """
+    from experiments import bench
+
+    ref = dict(TORCH_REFERENCE)
+    if not bench.torch_available():
+        return {**ref, "error": "PyTorch is not installed (it is not a jigcnn dependency; pip install torch)"}
+    row = bench.run_row(ref["net"], ref["batch"], ref["optimizer"], [ref["contender"]], repeats=repeats,
+                        target_s=seconds, timeout=timeout)
+    r = row["contenders"][ref["contender"]]
+    if r.get("error") or not r.get("step_s"):
+        return {**ref, "error": str(r.get("error") or "no timed repeat")}
+    return {**ref, "samples_per_s": round(r["median_sps"], 1), "min_sps": round(r["min_sps"], 1),
+            "max_sps": round(r["max_sps"], 1), "step_s": round(r["median_step_s"], 4), "repeats": repeats,
+            "load_before": row["load_before"], "load_after": row["load_after"],
+            "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def torch_reference_line(refs: dict | None) -> str | None:
+    """One summary line for ``{"start": torch_reference(), "end": ...}``, or None when none was measured."""
+    if not refs:
+        return None
+    parts = []
+    for when, r in refs.items():
+        if r is None:
+            continue
+        if r.get("error"):
+            parts.append(f"{when}: not measured ({r['error']})")
+        else:
+            parts.append(f"{when} {r['samples_per_s']:.0f} samples/s ({r['min_sps']:.0f}-{r['max_sps']:.0f}, "
+                         f"{r['measured_utc']}, load {r['load_before'][0]:.2f})")
+    return ("machine speed, the same hour: PyTorch eager vgg_small training step (batch 128, SGD Nesterov, "
+            "channels_last, its own process): " + "; ".join(parts)) if parts else None
+
+
 def flip_tta_accuracy(model, params, state, x, y, *, batch: int = 1000) -> float:
     """Accuracy of the mean softmax over each image and its left-right mirror (2-view test-time augmentation)."""
     import jax

@@ -13,6 +13,7 @@ the 10,000 test images after every epoch; time-to-88/90/92% reported.
 
 from __future__ import annotations
 
+import argparse
 
 import numpy as np
 
@@ -22,9 +23,13 @@ NAME = "fashion_mnist"
 THRESHOLDS = (0.88, 0.90, 0.92)
 
 
-def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, lr=2e-3, crop_pad=0, argv=None,
-        verbose=True) -> dict:
-    """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results."""
+def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, lr=2e-3, crop_pad=0,
+        torch_reference=None, argv=None, verbose=True) -> dict:
+    """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results.
+
+    ``torch_reference``: measure PyTorch's vgg_small step rate before and after the training
+    (`common.torch_reference`, in its own process; None: unless ``quick``).
+    """
     import optax
 
     from jigcnn import zoo
@@ -43,12 +48,18 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, l
     if quick:
         xtr, ytr, xte, yte, epochs, batch_size = xtr[:256], ytr[:256], xte[:128], yte[:128], 1, 64
     xtr, xte = standardize(np.asarray(xtr), np.asarray(xte))
+    measure_torch = (not quick) if torch_reference is None else bool(torch_reference)
+    torch_refs = {"start": common.torch_reference()} if measure_torch else None
+    if verbose and torch_refs:
+        print("  " + common.torch_reference_line(torch_refs), flush=True)
     model = zoo.thesis_fashion_cnn(head_activation=None)
     steps = epochs * (len(ytr) // batch_size)
     tx = optax.adam(optax.cosine_onecycle_schedule(steps, lr, pct_start=0.25))
     r, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs, batch_size=batch_size,
                                    seed=seed, augment=flip_crop(pad=crop_pad), thresholds=THRESHOLDS,
                                    verbose=verbose)
+    if torch_refs is not None:
+        torch_refs["end"] = common.torch_reference()
     plots = [common.plot_accuracy_curve(out, info, "thesis CNN on Fashion-MNIST")]
     results = {
         "experiment": NAME, "command": common.command_line(NAME, argv),
@@ -57,7 +68,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, l
         "config": {"net": "thesis_fashion_cnn", "optimizer": f"adam, one-cycle cosine, peak {lr}", "epochs": epochs,
                    "batch_size": batch_size, "augmentation": "flip" + (f" + {crop_pad}-px padded crop" if crop_pad else ""), "seed": seed, "quick": quick},
         "published": {"thesis": "validation accuracy ~0.9", "goal": ">= 92% in < 15 min"},
-        **info, "plots": plots,
+        **info, "plots": plots, "torch_reference": torch_refs,
         "metrics": {"test_accuracy": info["test_accuracy"], "train_wall_time_s": info["train_wall_time_s"]},
         "headline": {"published": "thesis ~90%; goal >= 92% in < 15 min",
                      "ours": f"{100 * (info['test_accuracy'] or 0):.2f}% in {info['train_wall_time_s'] / 60:.1f} min"},
@@ -70,7 +81,9 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, l
 
 def summary(results: dict) -> str:
     """The one-screen summary (``common.benchmark_summary``, the same layout as lenet_mnist)."""
-    return common.benchmark_summary(results)
+    text = common.benchmark_summary(results)
+    ref = common.torch_reference_line(results.get("torch_reference"))
+    return text + ("\n" + ref if ref else "")
 
 
 def main(argv=None) -> int:
@@ -80,9 +93,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--crop-pad", type=int, default=0, help="pixels of zero padding for random crops (0: no crops)")
+    p.add_argument("--torch-reference", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure PyTorch eager's vgg_small step rate (its own process) before and after training "
+                        "(default: on, off with --quick; skipped with a note when PyTorch is not installed)")
     a = p.parse_args(argv)
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, crop_pad=a.crop_pad, argv=argv)
+        lr=a.lr, crop_pad=a.crop_pad, torch_reference=a.torch_reference, argv=argv)
     return 0
 
 

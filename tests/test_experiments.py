@@ -7,6 +7,7 @@ stand-in (generated into a temporary cache); the benchmarks use small slices of 
 """
 
 import importlib
+import importlib.util
 import json
 import sys
 import pathlib
@@ -375,6 +376,77 @@ def test_cifar10_quick_resnet20(tmp_path, shared_data_dir, monkeypatch):
     assert b["epochs_planned"] >= 1 and run["stopped_reason"] == "completed 1 epochs"
     assert set(run["goals"]) == {"85%", "90%"} and "not reached" in run["goals"]["90%"]
     assert "0.9" in run["time_to"] and "time to 90%: not reached" in cifar10.summary(data)
+
+
+def test_cifar10_quick_resnet20_records_a_torch_reference_when_asked(tmp_path, shared_data_dir, monkeypatch):
+    """``torch_reference=True`` measures the yardstick before and after training and keeps it with each net's run."""
+    from experiments import cifar10, common
+
+    calls = []
+
+    def fake_reference():
+        calls.append(len(calls))
+        return {**common.TORCH_REFERENCE, "samples_per_s": 500.0 + len(calls), "min_sps": 480.0, "max_sps": 520.0,
+                "step_s": 0.256, "repeats": 3, "load_before": [0.5, 0.4, 0.3], "load_after": [0.6, 0.4, 0.3],
+                "measured_utc": "2026-12-03T17:00:00Z"}
+
+    monkeypatch.setattr(common, "torch_reference", fake_reference)
+    monkeypatch.setattr(cifar10, "probe", lambda *a, **k: {"first_step_s": 1.0, "step_s": 0.5, "steps": 3})
+    res = cifar10.run(out=tmp_path / "o", data_dir=shared_data_dir, quick=True, nets="resnet20", minutes=5,
+                      torch_reference=True, verbose=False)
+    assert calls == [0, 1]
+    refs = res["runs"]["resnet20"]["torch_reference"]
+    assert refs == res["torch_reference"] and refs["start"]["samples_per_s"] == 501.0
+    assert refs["end"]["samples_per_s"] == 502.0
+    assert "PyTorch eager vgg_small training step" in cifar10.summary(res) and "start 501 samples/s" in cifar10.summary(res)
+    calls.clear()
+    res = cifar10.run(out=tmp_path / "q", data_dir=shared_data_dir, quick=True, nets="resnet20", minutes=5,
+                      verbose=False)                                   # --quick: not measured by default
+    assert calls == [] and res["torch_reference"] is None
+
+
+def test_torch_reference_without_torch_is_a_note_not_an_error(monkeypatch):
+    from experiments import bench, common
+
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    monkeypatch.setattr(bench, "run_row", lambda *a, **k: pytest.fail("no worker without PyTorch"))
+    r = common.torch_reference()
+    assert r["net"] == "vgg_small" and "PyTorch is not installed" in r["error"]
+    assert "start: not measured (PyTorch is not installed" in common.torch_reference_line({"start": r, "end": None})
+    assert common.torch_reference_line(None) is None
+
+
+def test_torch_reference_reports_the_workers_median_and_its_failure(monkeypatch):
+    from experiments import bench, common
+
+    seen = {}
+
+    def fake_row(net, batch, opt, contenders, **kw):
+        seen.update(net=net, batch=batch, opt=opt, contenders=contenders, **kw)
+        c = contenders[0]
+        return {"load_before": [1.0, 1, 1], "load_after": [1.5, 1, 1],
+                "contenders": {c: {"error": None, "step_s": [0.25, 0.2, 0.32], **bench.summarise(batch, [0.25, 0.2, 0.32])}}}
+
+    monkeypatch.setattr(bench, "torch_available", lambda: True)
+    monkeypatch.setattr(bench, "run_row", fake_row)
+    r = common.torch_reference(repeats=3, seconds=1.0)
+    assert (seen["net"], seen["batch"], seen["opt"], seen["contenders"]) == ("vgg_small", 128, "nesterov",
+                                                                             ["torch-channels_last"])
+    assert (seen["repeats"], seen["target_s"]) == (3, 1.0)
+    assert r["samples_per_s"] == 512.0 and r["min_sps"] == 400.0 and r["max_sps"] == 640.0 and r["step_s"] == 0.25
+    monkeypatch.setattr(bench, "run_row", lambda net, batch, opt, contenders, **kw: {
+        "load_before": [1.0] * 3, "load_after": [1.0] * 3,
+        "contenders": {contenders[0]: {"error": "worker exited with status 1", "step_s": []}}})
+    assert common.torch_reference()["error"] == "worker exited with status 1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed (not a dependency)")
+def test_torch_reference_measures_pytorch_in_its_own_process():
+    from experiments import common
+
+    r = common.torch_reference(repeats=2, seconds=0.2)
+    assert r.get("error") is None and r["samples_per_s"] > 0 and r["min_sps"] <= r["samples_per_s"] <= r["max_sps"]
 
 
 def test_cifar10_recipes_are_each_nets_own():
