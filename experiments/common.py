@@ -508,26 +508,61 @@ TORCH_REFERENCE = {"net": "vgg_small", "batch": 128, "optimizer": "nesterov", "c
 def torch_reference(repeats: int = 3, seconds: float = 1.0, timeout: float = 600) -> dict:
     """PyTorch eager's vgg_small training-step rate measured now (batch 128, SGD Nesterov, channels_last).
 
-    Runs `experiments.bench`'s PyTorch worker in its own process (no thread pool shared with this
-    one's XLA): ``repeats`` timed repeats of ~``seconds`` of steps, the median reported with the
-    min-max and the load average. Returns ``{"samples_per_s", "min_sps", "max_sps", "step_s",
-    "load_before", "load_after", "measured_utc", ...}``, or ``{"error": why}`` when PyTorch is not
-    installed (it is not a jigcnn dependency) or its worker failed; never raises for those.
+    Runs ``python -m experiments.bench`` for that one row and contender in a child process (whose
+    PyTorch worker is a process of its own: no thread pool shared with this one's XLA), ``repeats``
+    timed repeats of ~``seconds`` of steps, and reads its JSON: the median with the min-max and the
+    load average. Returns ``{"samples_per_s", "min_sps", "max_sps", "step_s", "load_before",
+    "load_after", "measured_utc", ...}``, or ``{"error": why}`` when PyTorch is not installed (it is
+    not a jigcnn dependency) or the bench failed; never raises for those.
     """
-    from experiments import bench
+    import importlib.util
 
     ref = dict(TORCH_REFERENCE)
-    if not bench.torch_available():
+    if importlib.util.find_spec("torch") is None:
         return {**ref, "error": "PyTorch is not installed (it is not a jigcnn dependency; pip install torch)"}
-    row = bench.run_row(ref["net"], ref["batch"], ref["optimizer"], [ref["contender"]], repeats=repeats,
-                        target_s=seconds, timeout=timeout)
-    r = row["contenders"][ref["contender"]]
+    argv = ["--nets", ref["net"], "--batches", str(ref["batch"]), "--optimizers", ref["optimizer"],
+            "--contenders", ref["contender"], "--no-peak", "--repeats", str(repeats),
+            "--repeat-seconds", str(seconds), "--worker-timeout", str(timeout)]
+    result, err = _run_bench(argv, timeout=timeout + 120)
+    if err:
+        return {**ref, "error": err}
+    try:
+        row = next(r for r in result["rows"] if (r["net"], r["batch"], r["optimizer"])
+                   == (ref["net"], ref["batch"], ref["optimizer"]))
+        r = row["contenders"][ref["contender"]]
+    except (KeyError, TypeError, StopIteration):
+        return {**ref, "error": "the bench's JSON has no row for it"}
     if r.get("error") or not r.get("step_s"):
         return {**ref, "error": str(r.get("error") or "no timed repeat")}
     return {**ref, "samples_per_s": round(r["median_sps"], 1), "min_sps": round(r["min_sps"], 1),
             "max_sps": round(r["max_sps"], 1), "step_s": round(r["median_step_s"], 4), "repeats": repeats,
             "load_before": row["load_before"], "load_after": row["load_after"],
             "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _run_bench(argv: list[str], *, timeout: float) -> tuple[dict | None, str | None]:
+    """``python -m experiments.bench <argv> --json <tmp>`` in a child process: (its JSON, None) or (None, why)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "bench.json")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "src")]
+                                            + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        try:
+            p = subprocess.run([sys.executable, "-m", "experiments.bench", *argv, "--json", out], cwd=REPO,
+                               env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"experiments.bench did not finish in {timeout:.0f} s"
+        if p.returncode != 0:
+            tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [""]
+            return None, f"experiments.bench exited with status {p.returncode}: {tail[0]}"
+        try:
+            with open(out) as f:
+                return json.load(f), None
+        except (OSError, ValueError) as e:
+            return None, f"experiments.bench wrote no readable JSON ({e})"
 
 
 def torch_reference_line(refs: dict | None) -> str | None:

@@ -406,38 +406,59 @@ def test_cifar10_quick_resnet20_records_a_torch_reference_when_asked(tmp_path, s
 
 
 def test_torch_reference_without_torch_is_a_note_not_an_error(monkeypatch):
-    from experiments import bench, common
+    from experiments import common
 
-    monkeypatch.setattr(bench, "torch_available", lambda: False)
-    monkeypatch.setattr(bench, "run_row", lambda *a, **k: pytest.fail("no worker without PyTorch"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(common, "_run_bench", lambda *a, **k: pytest.fail("no bench without PyTorch"))
     r = common.torch_reference()
     assert r["net"] == "vgg_small" and "PyTorch is not installed" in r["error"]
     assert "start: not measured (PyTorch is not installed" in common.torch_reference_line({"start": r, "end": None})
     assert common.torch_reference_line(None) is None
 
 
-def test_torch_reference_reports_the_workers_median_and_its_failure(monkeypatch):
-    from experiments import bench, common
+def test_torch_reference_reads_the_bench_json_and_its_failure(monkeypatch):
+    from experiments import common
 
     seen = {}
+    steps = [0.25, 0.2, 0.32]
+    per = sorted(128 / s for s in steps)
 
-    def fake_row(net, batch, opt, contenders, **kw):
-        seen.update(net=net, batch=batch, opt=opt, contenders=contenders, **kw)
-        c = contenders[0]
-        return {"load_before": [1.0, 1, 1], "load_after": [1.5, 1, 1],
-                "contenders": {c: {"error": None, "step_s": [0.25, 0.2, 0.32], **bench.summarise(batch, [0.25, 0.2, 0.32])}}}
+    def fake_bench(argv, *, timeout):
+        seen["argv"], seen["timeout"] = argv, timeout
+        c = {"error": None, "step_s": steps, "median_sps": per[1], "min_sps": per[0], "max_sps": per[2],
+             "median_step_s": 0.25}
+        return {"rows": [{"net": "vgg_small", "batch": 128, "optimizer": "nesterov", "load_before": [1.0, 1, 1],
+                          "load_after": [1.5, 1, 1], "contenders": {"torch-channels_last": c}}]}, None
 
-    monkeypatch.setattr(bench, "torch_available", lambda: True)
-    monkeypatch.setattr(bench, "run_row", fake_row)
-    r = common.torch_reference(repeats=3, seconds=1.0)
-    assert (seen["net"], seen["batch"], seen["opt"], seen["contenders"]) == ("vgg_small", 128, "nesterov",
-                                                                             ["torch-channels_last"])
-    assert (seen["repeats"], seen["target_s"]) == (3, 1.0)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torch" else real(name, *a))
+    monkeypatch.setattr(common, "_run_bench", fake_bench)
+    r = common.torch_reference(repeats=3, seconds=1.0, timeout=100)
+    a = seen["argv"]
+    opts = {a[i]: a[i + 1] for i in range(len(a) - 1) if a[i].startswith("--") and not a[i + 1].startswith("--")}
+    assert (opts["--nets"], opts["--batches"], opts["--optimizers"], opts["--contenders"]) == (
+        "vgg_small", "128", "nesterov", "torch-channels_last")
+    assert (opts["--repeats"], float(opts["--repeat-seconds"])) == ("3", 1.0) and "--no-peak" in a
+    assert seen["timeout"] > 100
     assert r["samples_per_s"] == 512.0 and r["min_sps"] == 400.0 and r["max_sps"] == 640.0 and r["step_s"] == 0.25
-    monkeypatch.setattr(bench, "run_row", lambda net, batch, opt, contenders, **kw: {
-        "load_before": [1.0] * 3, "load_after": [1.0] * 3,
-        "contenders": {contenders[0]: {"error": "worker exited with status 1", "step_s": []}}})
+    assert r["load_before"] == [1.0, 1, 1] and r["load_after"] == [1.5, 1, 1]
+    monkeypatch.setattr(common, "_run_bench", lambda argv, **k: ({"rows": [{
+        "net": "vgg_small", "batch": 128, "optimizer": "nesterov", "load_before": [1.0] * 3, "load_after": [1.0] * 3,
+        "contenders": {"torch-channels_last": {"error": "worker exited with status 1", "step_s": []}}}]}, None))
     assert common.torch_reference()["error"] == "worker exited with status 1"
+    monkeypatch.setattr(common, "_run_bench", lambda argv, **k: (None, "experiments.bench exited with status 2: x"))
+    assert common.torch_reference()["error"] == "experiments.bench exited with status 2: x"
+    monkeypatch.setattr(common, "_run_bench", lambda argv, **k: ({"rows": []}, None))
+    assert "no row" in common.torch_reference()["error"]
+
+
+def test_run_bench_reports_a_bad_command_line_as_an_error():
+    """The child process is real: a bench argument it refuses comes back as the reason, not an exception."""
+    from experiments import common
+
+    result, err = common._run_bench(["--nets", "no_such_net", "--no-peak"], timeout=120)
+    assert result is None and "exited with status 2" in err and "no_such_net" in err
 
 
 @pytest.mark.slow
