@@ -1,13 +1,13 @@
-"""The thesis CNN on Fashion-MNIST: the goal is at least 92% test accuracy in under 15 minutes on 2 CPU cores
+"""The thesis CNN on Fashion-MNIST: the goal is at least 92% test accuracy in at most 8 minutes on 2 CPU cores
 (the thesis: validation accuracy about 0.9).
 
     PYTHONPATH=src python -m experiments.fashion_mnist [--out results/fashion_mnist] [--data-dir ../shared/data]
-        [--seed 0] [--quick] [--epochs 7] [--batch-size 64] [--lr 0.002] [--crop-pad 0]
+        [--seed 0] [--quick] [--epochs 5] [--batch-size 64] [--lr 0.002] [--crop-pad 0]
 
 Net: ``jigcnn.zoo.thesis_fashion_cnn`` (thesis Sec. 5.2.2: 2x [conv-BN, conv-BN, maxpool, dropout 0.25],
 FC 64, dropout, FC 10; 267,178 parameters). Adam with a one-cycle cosine schedule, batch 64, inputs
 standardised, random left-right flips (and ``--crop-pad`` pixel padded random crops, off by default: in a
-7-epoch budget they cost more fitting than they give back); 60,000 training images, test accuracy on
+5-epoch budget they cost more fitting than they give back; 7 epochs reach ~92.8% in ~10 min); 60,000 training images, test accuracy on
 the 10,000 test images after every epoch; time-to-88/90/92% reported.
 """
 
@@ -23,7 +23,7 @@ NAME = "fashion_mnist"
 THRESHOLDS = (0.88, 0.90, 0.92)
 
 
-def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, lr=2e-3, crop_pad=0,
+def run(out=None, data_dir=None, seed=0, quick=False, epochs=5, batch_size=64, lr=2e-3, crop_pad=0,
         torch_reference=None, argv=None, verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results.
 
@@ -67,10 +67,10 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=7, batch_size=64, l
         "protocol": "official train/test split, test accuracy after every epoch",
         "config": {"net": "thesis_fashion_cnn", "optimizer": f"adam, one-cycle cosine, peak {lr}", "epochs": epochs,
                    "batch_size": batch_size, "augmentation": "flip" + (f" + {crop_pad}-px padded crop" if crop_pad else ""), "seed": seed, "quick": quick},
-        "published": {"thesis": "validation accuracy ~0.9", "goal": ">= 92% in < 15 min"},
+        "published": {"thesis": "validation accuracy ~0.9", "goal": ">= 92% in <= 8 min"},
         **info, "plots": plots, "torch_reference": torch_refs,
         "metrics": {"test_accuracy": info["test_accuracy"], "train_wall_time_s": info["train_wall_time_s"]},
-        "headline": {"published": "thesis ~90%; goal >= 92% in < 15 min",
+        "headline": {"published": "thesis ~90%; goal >= 92% in <= 8 min",
                      "ours": f"{100 * (info['test_accuracy'] or 0):.2f}% in {info['train_wall_time_s'] / 60:.1f} min"},
     }
     common.finish(out, results, clock.t0)
@@ -89,7 +89,7 @@ def summary(results: dict) -> str:
 def main(argv=None) -> int:
     """The command line: parse ``argv``, run, print the summary; 0 on success."""
     p = common.base_parser(NAME, __doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=7)
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the one-cycle schedule")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--crop-pad", type=int, default=0, help="pixels of zero padding for random crops (0: no crops)")
