@@ -511,6 +511,11 @@ def test_cifar10_wall_clock_budget_plans_and_stops_after_the_last_epoch_that_fit
     # 10 min left after a 30 s probe; 100 steps of 1 s + 20 s evaluation per epoch; the first 40 s longer
     assert cifar10.plan_epochs(600, 30, 1.0, 100, 20, 40) == 4
     assert cifar10.plan_epochs(60, 30, 1.0, 100, 20, 40) == 1  # at least one
+    # the same with real epochs 1.2x the estimate: 144 s each, 530 s left -> 3
+    assert cifar10.plan_epochs(600, 30, 1.0, 100, 20, 40, overhead=1.2) == 3
+    for bad in (0.9, float("nan"), "1.1"):
+        with pytest.raises(ValueError, match="overhead must be a number >= 1"):
+            cifar10.plan_epochs(600, 30, 1.0, 100, 20, 40, overhead=bad)
     with pytest.raises(ValueError, match="epoch estimate must be > 0"):
         cifar10.plan_epochs(60, 0, 0.0, 100, 0, 0)
     now = [0.0]
