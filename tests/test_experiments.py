@@ -370,12 +370,29 @@ def test_cifar10_quick_resnet20(tmp_path, shared_data_dir, monkeypatch):
     assert run["params"] == [269_722, 1_376]
     assert probed == [(64, "autodiff", "softmax_cross_entropy")]  # no label smoothing in He et al.'s recipe
     assert (run["schedule"], run["weight_decay"], run["label_smoothing"]) == ("step", 1e-4, 0.0)
-    assert run["recipe"].startswith("SGD momentum 0.9, step (/10 at 50% and 75% of the steps) peak lr 0.1")
+    assert run["recipe"].startswith("batch 64, SGD momentum 0.9, step (/10 at 50% and 75% of the steps) peak lr 0.1")
+    assert run["batch_size"] == 64 and data["config"]["batch_sizes"] == {"resnet20": 64}  # --quick: batch 64
     b = run["budget"]
     assert b["minutes"] == 5 and b["epochs_scheduled"] == run["epochs"] == 1  # --quick: one epoch
     assert b["epochs_planned"] >= 1 and run["stopped_reason"] == "completed 1 epochs"
     assert set(run["goals"]) == {"85%", "90%"} and "not reached" in run["goals"]["90%"]
     assert "0.9" in run["time_to"] and "time to 90%: not reached" in cifar10.summary(data)
+
+
+def test_cifar10_recipes_set_each_nets_batch_and_epochs(monkeypatch):
+    """vgg_small trains 10 epochs at batch 64 (issue 19's 85% within 10 epochs); the others 14 at batch 128;
+    the command line leaves both to the recipe unless given."""
+    from experiments import cifar10
+
+    got = {net: (r.batch_size, r.epochs) for net, r in cifar10.RECIPES.items()}
+    assert got == {"vgg_small": (64, 10), "thesis_cifar_cnn": (128, 14), "resnet20": (128, 14)}
+    assert cifar10.describe(cifar10.RECIPES["vgg_small"], 0.1).startswith("batch 64, SGD Nesterov momentum 0.9")
+    seen = {}
+    monkeypatch.setattr(cifar10, "run", lambda **kw: seen.update(kw))
+    assert cifar10.main(["--nets", "vgg_small"]) == 0
+    assert seen["batch_size"] is None and seen["epochs"] is None
+    cifar10.main(["--nets", "vgg_small", "--batch-size", "32", "--epochs", "3"])
+    assert seen["batch_size"] == 32 and seen["epochs"] == 3
 
 
 def test_cifar10_quick_resnet20_records_a_torch_reference_when_asked(tmp_path, shared_data_dir, monkeypatch):
