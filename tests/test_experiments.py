@@ -132,6 +132,23 @@ def test_report_lists_replicates_under_their_experiment(tmp_path):
     assert "## seed1" not in text
 
 
+def test_report_names_each_runs_own_command_when_runs_were_kept_from_earlier_commands(tmp_path):
+    from experiments import report
+
+    kept = {"experiment": "no_such_experiment", "command": "cmd-last",
+            "runs": {"a": {"command": "cmd-first"}, "b": {"command": "cmd-last"}}}
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "results.json").write_text(json.dumps(kept))
+    same = dict(kept, runs={"a": {"command": "cmd-last"}})
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "results.json").write_text(json.dumps(same))
+    text = report.run(results_dir=tmp_path, out=tmp_path / "results.md")
+    kept_section = text[text.index("## kept"):text.index("## same")]
+    assert "* a: `cmd-first`" in kept_section and "* b: `cmd-last`" in kept_section
+    # one command made every run: nothing to add
+    assert "own command" not in text[text.index("## same"):]
+
+
 def test_run_program_retains_freed_memory_and_exits_with_mains_status():
     from experiments import common
     from jigcnn import allocator
