@@ -92,9 +92,8 @@ def render(results: dict[str, dict]) -> str:
         lines += [f"## {name}", "", "```text", _summary(r.get("experiment", name), r), "```", "",
                   f"Command: `{r.get('command', '?')}`  ", f"Finished {r.get('finished_utc', '?')}, "
                   f"wall time {r.get('wall_time_s', 0):.0f} s; {_hardware(r)}.", ""]
-        runs = r.get("runs")
-        own = {n: q.get("command") for n, q in runs.items()
-               if isinstance(q, dict) and q.get("command")} if isinstance(runs, dict) else {}
+        runs = r.get("runs") if isinstance(r.get("runs"), dict) else {}
+        own = {n: q["command"] for n, q in runs.items() if isinstance(q, dict) and q.get("command")}
         if any(c != r.get("command") for c in own.values()):
             # runs kept from earlier invocations (e.g. `--nets vgg_small` keeps resnet20's run) say how each was made
             lines += ["Each run's own command:", "", *[f"* {n}: `{c}`" for n, c in own.items()], ""]
