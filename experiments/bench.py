@@ -4,7 +4,8 @@
 [--optimizers sgd,adam] [--contenders autodiff,manual,torch-nchw,torch-channels_last] [--repeats 7]
 [--repeat-seconds 0.25] [--quick] [--no-peak] [--gemm-size 2048] [--json PATH] [--startup]
 [--startup-nets lenet5,vgg_small,...] [--startup-repeats 3]
-[--allocator retain|default] [--no-cache]``
+[--allocator retain|default] [--no-cache] [--kernels NAME=0|1,...]
+[--profile [--profile-steps 5] [--profile-top 25]]``
 
 How it measures (issue 19; docs/performance.md, "How the bench measures"):
 
@@ -29,6 +30,10 @@ How it measures (issue 19; docs/performance.md, "How the bench measures"):
 * The GEMM peak: a float32 n x n matmul (n = ``--gemm-size``) with XLA (jitted `jnp.dot`), NumPy's
   BLAS and PyTorch, each in its own worker process, best of several runs.
 * A worker that fails reports its error; the row shows it and goes on with the others.
+* ``--profile`` times nothing: it traces each jigcnn contender's step with ``jax.profiler`` in its own
+  worker and prints the milliseconds per step of each XLA operation of the optimised program (its HLO
+  opcode class, forward or backward pass, output shape) and per class (convolution, dot, the native
+  kernels, fusions, copies).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import select
 import statistics
 import subprocess
@@ -283,6 +289,10 @@ def _jax_runner(spec: dict):
         carry[:] = [p, s, o]
         return seconds
 
+    def hlo_text() -> str:  # the optimised program the profile's operation names come from
+        return step.lower(*carry, x, y, key).compile().as_text()
+
+    run.hlo_text = hlo_text
     info = {"jax": jax.__version__, "retains_freed_memory": settings.retains_freed_memory,
             "compilation_cache": settings.compilation_cache is not None}
     return run, info
@@ -521,6 +531,9 @@ def worker_main(spec_json: str) -> int:
             send({"ready": True, "gflops": gemm_gflops(spec["backend"], spec["n"], spec["repeats"], spec["threads"]),
                   "n": spec["n"]})
             run = None
+        elif spec["kind"] == "profile":
+            send({"ready": True, **profile_worker(spec)})
+            run = None
         else:
             run, info = (_torch_runner if is_torch(spec["contender"]) else _jax_runner)(spec)
             setup = time.perf_counter() - t0
@@ -708,6 +721,148 @@ def run_row(net: str, batch: int, optimizer: str, contenders, *, repeats: int = 
 
 
 # ----------------------------------------------------------------------------------------------
+# --profile: where one jigcnn contender's training step spends its time, operation by operation
+
+# the XLA operation classes of a profile (by HLO opcode); "native" are jigcnn's C++ kernels (custom calls).
+# A "control" operation (conditional, loop, call) is listed, but its time, which includes the operations
+# of its branches or body, is left out of the per-class sums.
+OP_CLASSES = ("convolution", "dot", "native", "fusion", "copy", "other")
+_HLO_LINE = re.compile(r"^\s*(?:ROOT\s+)?%?([A-Za-z_][\w.\-]*)\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def hlo_instructions(text: str) -> dict:
+    """{instruction name: {"opcode", "class", "jax_op", "reverse", "shape"}} of an optimised HLO module's text.
+
+    ``jax_op``: the JAX operation the instruction came from (the last part of its metadata's op_name, "" without
+    one); ``reverse``: it came from a transpose, i.e. autodiff's reverse mode (a hand-written backward is
+    traced code like the forward pass, so its operations are not marked). XLA keeps no metadata on some
+    operations it rewrites (a convolution's weight gradient, for one): their ``jax_op`` is "".
+    """
+    out = {}
+    for line in text.splitlines():
+        m = _HLO_LINE.match(line)
+        if not m:
+            continue
+        name, opcode = m.groups()
+        rhs = line.split("=", 1)[1].strip()
+        if rhs.startswith("("):  # a tuple type: up to its closing parenthesis
+            depth = 0
+            for i, ch in enumerate(rhs):
+                depth += {"(": 1, ")": -1}.get(ch, 0)
+                if depth == 0:
+                    break
+            shape = rhs[:i + 1]
+        else:
+            shape = rhs.split(" ")[0]
+        meta = _OP_NAME.search(line)
+        op_name = meta.group(1) if meta else ""
+        cls = {"convolution": "convolution", "dot": "dot", "custom-call": "native", "fusion": "fusion",
+               "copy": "copy", "transpose": "copy", "conditional": "control", "while": "control",
+               "call": "control"}.get(opcode, "other")
+        out[name] = {"opcode": opcode, "class": cls, "shape": shape, "jax_op": op_name.rsplit("/", 1)[-1],
+                     "reverse": "transpose(" in op_name}
+    return out
+
+
+def trace_ops(events, instructions: dict, steps: int) -> dict:
+    """{operation: {"ms", "calls"}} per step from a profiler trace's events, for the names in `instructions`.
+
+    A synchronous operation's time is its events' duration; an asynchronous one (XLA:CPU runs convolutions
+    so) logs a start event NAME and an "end: NAME" event, and its time is from the start of the one to
+    the end of the other. Asynchronous operations may overlap each other and the synchronous ones, so
+    the times can add up to more than the step.
+    """
+    starts, ends, durations = {}, {}, {}
+    for e in events:
+        if e.get("ph") != "X" or "ts" not in e:
+            continue
+        name = e.get("name", "")
+        if name.startswith("end: ") and name[5:] in instructions:
+            ends.setdefault(name[5:], []).append(float(e["ts"]) + float(e.get("dur", 0.0)))
+        elif name in instructions:
+            starts.setdefault(name, []).append(float(e["ts"]))
+            durations.setdefault(name, []).append(float(e.get("dur", 0.0)))
+    out = {}
+    for name, ts in starts.items():
+        if name in ends and len(ends[name]) == len(ts):
+            micros = sum(b - a for a, b in zip(sorted(ts), sorted(ends[name])))
+        else:
+            micros = sum(durations[name])
+        out[name] = {"ms": micros / 1000 / steps, "calls": len(ts) / steps}
+    return out
+
+
+def profile_worker(spec: dict) -> dict:
+    """In a worker: compile the contender's step, time `spec["steps"]` steps untraced, then trace as many and summarise."""
+    import glob
+    import gzip
+
+    run, info = _jax_runner(spec)
+    first = run(1)
+    run(2)
+    steps = spec["steps"]
+    untraced = [run(1) for _ in range(steps)]
+    import jax
+
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d, create_perfetto_trace=True):
+            traced = run(steps)
+        found = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
+        if not found:
+            raise RuntimeError(f"jax.profiler.trace wrote no perfetto trace under {d}")
+        with gzip.open(found[0], "rt") as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    instructions = hlo_instructions(run.hlo_text())
+    ops = trace_ops(events, instructions, steps)
+    rows = sorted(({"name": n, **instructions[n], **v} for n, v in ops.items()), key=lambda r: -r["ms"])
+    by_class = {c: sum(r["ms"] for r in rows if r["class"] == c) for c in OP_CLASSES}
+    return {"first_step_s": first, "step_s": statistics.median(untraced), "traced_step_s": traced / steps,
+            "steps": steps, "ops": rows, "ms_by_class": by_class, "info": info}
+
+
+def profile_row(net: str, batch: int, optimizer: str, contender: str, *, steps: int = 5, allocator: str = "retain",
+                cache: bool = True, seed: int = 0, timeout: float = 900, kernels: dict | None = None) -> dict:
+    """The profile of one jigcnn contender's step in its own worker process (see `profile_worker`)."""
+    spec = {"kind": "profile", "contender": contender, "net": net, "batch": batch, "optimizer": optimizer,
+            "seed": seed, "allocator": allocator, "cache": cache, "threads": cores(), "kernels": kernels,
+            "steps": steps}
+    row = {"net": net, "batch": batch, "optimizer": optimizer, "contender": contender, "kernels": kernels,
+           "load_before": load_average(), "error": None}
+    w = Worker(spec)
+    try:
+        msg = w.recv(timeout)
+        msg.pop("ready", None)
+        row.update(msg)
+    except WorkerError as e:
+        row["error"] = str(e)
+    finally:
+        w.close()
+    row["load_after"] = load_average()
+    return row
+
+
+def format_profile(row: dict, top: int = 25) -> str:
+    """A profile as text: the step time, ms per operation class, and the `top` operations by time."""
+    head = (f"profile: {row['net']}, batch {row['batch']}, {row['optimizer']}, {row['contender']}"
+            + (f", kernels {row['kernels']}" if row.get("kernels") else "")
+            + f"; load average {row['load_before'][0]:.2f} before, {row['load_after'][0]:.2f} after")
+    if row["error"]:
+        return f"{head}\n  FAILED: {row['error']}"
+    total = sum(row["ms_by_class"].values())
+    lines = [head, f"  step {row['step_s'] * 1e3:.1f} ms untraced (median of {row['steps']}), "
+                   f"{row['traced_step_s'] * 1e3:.1f} ms traced; operations' times add up to {total:.1f} ms "
+                   "(asynchronous ones overlap; control operations, which contain others, not counted)",
+             "  by class: " + ", ".join(f"{c} {ms:.1f}" for c, ms in row["ms_by_class"].items() if ms > 0) + " ms",
+             f"  {'ms/step':>8} {'calls':>5}  {'class':<11} {'operation':<30} {'from (R: reverse mode)':<28} output"]
+    for r in row["ops"][:top]:
+        src = ("R " if r["reverse"] else "") + r["jax_op"]
+        lines.append(f"  {r['ms']:8.2f} {r['calls']:5.1f}  {r['class']:<11} {r['name']:<30} {src[:28]:<28} {r['shape']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
 # start-up
 
 
@@ -891,6 +1046,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON (atomically)")
     ap.add_argument("--kernels", default="", metavar="NAME=0|1,...",
                     help="jigcnn.ops.Kernels switches for the jigcnn contenders, e.g. winograd=0")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing the rows, profile each jigcnn contender's step (jax.profiler, its own "
+                         "process): ms per XLA operation")
+    ap.add_argument("--profile-steps", type=int, default=5, metavar="N", help="steps traced per profile (default 5)")
+    ap.add_argument("--profile-top", type=int, default=25, metavar="N", help="operations printed per profile")
     args = ap.parse_args(argv)
     kernels = parse_kernels(args.kernels)
     try:
@@ -911,9 +1071,16 @@ def main(argv=None) -> dict:
                                   ("--repeat-seconds", args.repeat_seconds, args.repeat_seconds > 0, "positive"),
                                   ("--gemm-size", args.gemm_size, args.gemm_size >= 16, "at least 16"),
                                   ("--worker-timeout", args.worker_timeout, args.worker_timeout > 0, "positive"),
-                                  ("--startup-repeats", args.startup_repeats, args.startup_repeats >= 1, "at least 1")):
+                                  ("--startup-repeats", args.startup_repeats, args.startup_repeats >= 1, "at least 1"),
+                                  ("--profile-steps", args.profile_steps, args.profile_steps >= 1, "at least 1"),
+                                  ("--profile-top", args.profile_top, args.profile_top >= 1, "at least 1")):
         if not ok:
             ap.error(f"{flag} must be {rule}, got {value}")
+    if args.profile:
+        if args.vs_torch or any(is_torch(c) for c in contenders):
+            ap.error("--profile profiles jigcnn's contenders only (autodiff, manual, plain-*); "
+                     f"got {','.join(contenders)}{' and --vs-torch' if args.vs_torch else ''}")
+        return profile_main(args, nets, batches, opts, contenders, kernels, argv)
     if args.vs_torch and args.contenders is not None and not any(is_torch(c) for c in contenders):
         contenders += list(TORCH_CONTENDERS)
     if any(is_torch(c) for c in contenders) and not torch_available():
@@ -965,6 +1132,26 @@ def main(argv=None) -> dict:
                           f"{s['process_wall_s']:.2f} s)", flush=True)
     result["load_avg_end"] = load_average()
     print(f"load average at the end: {result['load_avg_end']}")
+    if args.json:
+        from jigcnn.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=1))
+    return result
+
+
+def profile_main(args, nets, batches, opts, contenders, kernels, argv) -> dict:
+    """`--profile`: each (row, jigcnn contender) profiled in its own worker, printed, written with --json."""
+    print(f"{cores()} cores; load average {load_average()}; profiling {', '.join(contenders)}, "
+          f"{args.profile_steps} traced steps each", flush=True)
+    profiles = []
+    for net, batch, opt in rows_to_run(nets, batches, opts):
+        for c in contenders:
+            r = profile_row(net, batch, opt, c, steps=args.profile_steps, allocator=args.allocator,
+                            cache=not args.no_cache, timeout=args.worker_timeout, kernels=kernels)
+            profiles.append(r)
+            print(format_profile(r, args.profile_top), flush=True)
+    result = {"command": ["experiments.bench", *(sys.argv[1:] if argv is None else argv)], "cores": cores(),
+              "allocator": args.allocator, "profiles": profiles, "load_avg_end": load_average()}
     if args.json:
         from jigcnn.atomic import write_text_atomic
 

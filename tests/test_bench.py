@@ -263,3 +263,80 @@ def test_he_sgd_is_the_cifar10_experiments_resnet20_recipe():
             np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     # the kernel decays, the bias does not
     assert float(ua["conv1"]["kernel"][0, 0, 0, 0]) != float(ua["conv1"]["bias"][0])
+
+
+# --- --profile ---
+
+def test_trace_ops_times_synchronous_and_asynchronous_operations():
+    """A synchronous op's events' durations; an asynchronous one's start-to-end span; other names ignored; per step."""
+    instr = {"fusion.1": {}, "convolution.2": {}}
+    events = [
+        {"ph": "X", "name": "fusion.1", "ts": 0.0, "dur": 300.0},
+        {"ph": "X", "name": "fusion.1", "ts": 5000.0, "dur": 500.0},
+        {"ph": "X", "name": "convolution.2", "ts": 1000.0, "dur": 10.0},         # launched at 1,000 us
+        {"ph": "X", "name": "end: convolution.2", "ts": 2900.0, "dur": 100.0},    # done at 3,000 us
+        {"ph": "X", "name": "convolution.2", "ts": 6000.0, "dur": 10.0},
+        {"ph": "X", "name": "end: convolution.2", "ts": 6900.0, "dur": 100.0},    # 1,000 us
+        {"ph": "X", "name": "$api.py:1 block_until_ready", "ts": 0.0, "dur": 9000.0},
+        {"ph": "X", "name": "ThunkExecutor::Execute", "ts": 0.0, "dur": 8000.0},
+        {"ph": "i", "name": "fusion.1", "ts": 0.0},                               # not a complete event
+        {"ph": "M", "name": "process_name"},
+    ]
+    got = bench.trace_ops(events, instr, steps=2)
+    assert got == {"fusion.1": {"ms": pytest.approx(0.4), "calls": 1.0},
+                   "convolution.2": {"ms": pytest.approx(1.5), "calls": 1.0}}
+    # an unmatched end event count: the start events' own durations
+    got = bench.trace_ops(events[:5], instr, steps=1)
+    assert got["convolution.2"]["ms"] == pytest.approx(0.02)
+
+
+def test_hlo_instructions_of_a_compiled_gradient():
+    """Opcodes, classes, shapes (tuples whole) and reverse-mode marks read from a real compiled program."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def loss(w, x):
+        z = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.sum(jnp.tanh(z) @ jnp.ones((8, 3), x.dtype))
+
+    x, w = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8))
+    text = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(w, x).compile().as_text()
+    got = bench.hlo_instructions(text)
+    convs = [v for v in got.values() if v["class"] == "convolution"]
+    # the forward conv, and the input gradient from its transpose (XLA keeps no metadata on the weight gradient)
+    assert any(v["reverse"] for v in convs) and any(v["jax_op"] == "conv_general_dilated" and not v["reverse"]
+                                                for v in convs)
+    assert all(v["shape"].startswith(("f32[", "(")) for v in convs)
+    line = ('  %t = (f32[5,5,1,6]{3,2,1,0}, f32[6]{0}) custom-call(%a, %b), custom_call_target="k", '
+            'metadata={op_name="jit(step)/transpose(jvp())/ffi_call"}')
+    assert bench.hlo_instructions(line) == {"t": {"opcode": "custom-call", "class": "native", "jax_op": "ffi_call",
+                                                  "reverse": True, "shape": "(f32[5,5,1,6]{3,2,1,0}, f32[6]{0})"}}
+    cond = bench.hlo_instructions("%c = (f32[2]{0}) conditional(%p, %a, %b), branch_computations={%x, %y}")
+    assert cond["c"]["class"] == "control" and cond["c"]["jax_op"] == "" and not cond["c"]["reverse"]
+
+
+def test_profile_of_a_real_step_in_its_own_worker(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    out = bench.main(["--profile", "--nets", "lenet5", "--batches", "8", "--optimizers", "sgd", "--contenders",
+                      "autodiff", "--profile-steps", "2", "--profile-top", "5", "--no-cache", "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(out))
+    (p,) = out["profiles"]
+    assert p["error"] is None, p["error"]
+    assert p["steps"] == 2 and p["step_s"] > 0 and p["first_step_s"] > 0
+    assert p["ops"] and [r["ms"] for r in p["ops"]] == sorted((r["ms"] for r in p["ops"]), reverse=True)
+    assert {r["class"] for r in p["ops"]} <= set(bench.OP_CLASSES) | {"control"}
+    assert any(r["reverse"] for r in p["ops"])  # autodiff: its backward comes from transposes
+    assert list(p["ms_by_class"]) == list(bench.OP_CLASSES)
+    assert sum(p["ms_by_class"].values()) == pytest.approx(
+        sum(r["ms"] for r in p["ops"] if r["class"] != "control"))
+    printed = capsys.readouterr().out
+    assert "profile: lenet5, batch 8, sgd, autodiff" in printed and "by class:" in printed
+    assert printed.count("\n  ") == 3 + 5  # step, by class, column heads; the top 5 operations
+
+
+def test_profile_refuses_pytorch_contenders():
+    for argv in (["--profile", "--vs-torch"], ["--profile", "--contenders", "autodiff,torch-nchw"]):
+        with pytest.raises(SystemExit) as e:
+            bench.main(argv)
+        assert e.value.code == 2
