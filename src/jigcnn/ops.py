@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jigcnn.fast import banded, direct, wide_conv, winograd
+from jigcnn.fast import banded, direct, wide_conv, winograd, winograd_native
 from jigcnn.fast import conv as fast_conv
 from jigcnn.fast import dense as fast_dense
 from jigcnn.fast import pool as fast_pool
@@ -44,7 +44,10 @@ class Kernels:
     banded_conv: few-channel, stride-1 convolutions (kh*kw*Cin <= 160) as banded GEMMs (`fast.banded`).
     native: their C++ kernels (`fast.native`; float32 on the CPU), within `banded_conv`.
     wide_conv: other convolutions on the CPU with the cheaper weight-gradient layout (`fast.wide_conv`).
-    winograd: wider stride-1 undilated 3x3 convolutions on the CPU (float32/64) as Winograd F(4x4, 3x3) (`fast.winograd`);
+    winograd_native: wider stride-1 undilated 3x3 convolutions on the CPU, float32, channel counts multiples of 16,
+        forward pass and input gradient on the fused native Winograd F(4x4, 3x3) kernel (`fast.winograd_native`),
+        within `native`; the weight gradient stays XLA's (`wide_conv`'s layout).
+    winograd: the same convolutions (float32/64) as Winograd F(4x4, 3x3) written as XLA operations (`fast.winograd`);
         off by default: 1.7-2.1x XLA's conv on an isolated layer, but 0.5-0.65x in the wide nets' train step.
     dense: dense layers with at most 16 outputs: the weight gradient as a transposed product (`fast.dense`).
     pool: max pooling over windows that tile the map as a chain of selects (`fast.pool`).
@@ -55,6 +58,7 @@ class Kernels:
     wide_conv: bool = True
     dense: bool = True
     pool: bool = True
+    winograd_native: bool = True
     winograd: bool = False  # opt-in: faster per layer, slower in the wide nets' whole step (docs/performance.md)
 
     def __post_init__(self):
@@ -71,7 +75,8 @@ class Kernels:
 
 
 DEFAULT = Kernels()
-REFERENCE = Kernels(banded_conv=False, native=False, wide_conv=False, dense=False, pool=False, winograd=False)
+REFERENCE = Kernels(banded_conv=False, native=False, wide_conv=False, dense=False, pool=False, winograd=False,
+                    winograd_native=False)
 _NAMED = {"default": DEFAULT, "fast": DEFAULT, "reference": REFERENCE}
 _CURRENT: contextvars.ContextVar[Kernels] = contextvars.ContextVar("jigcnn_kernels", default=DEFAULT)
 
@@ -131,6 +136,18 @@ def winograd_serves(kernel_shape, strides, dilation, dtype, kernels: Kernels | N
             and winograd.serves(kernel_shape, strides, dilation, dtype))
 
 
+def winograd_native_serves(x, kernel, strides, dilation, kernels: Kernels | None = None) -> bool:
+    """Whether this convolution of `x` with the HWIO `kernel` runs on the fused native Winograd kernel.
+
+    Stride 1, undilated, 3x3, float32 on the CPU, input and output channels multiples of 16, too wide
+    for the banded kernels, with the `native` and `winograd_native` switches on.
+    """
+    kernels = current() if kernels is None else kernels
+    return (kernels.native and kernels.winograd_native and jax.default_backend() == "cpu"
+            and not banded_serves(kernel.shape, strides, dilation, kernels)
+            and winograd_native.serves(x, kernel, strides, dilation))
+
+
 def conv(x, kernel, bias, *, strides, padding, dilation):
     """z = conv(x, kernel) + bias: NHWC `x`, HWIO `kernel`, explicit zero `padding` ((top, bottom), (left, right))."""
     k = current()
@@ -142,7 +159,10 @@ def conv(x, kernel, bias, *, strides, padding, dilation):
             x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
         return fast_conv.conv_valid(x, kernel, bias, native=k.native)
     nonempty = all(int(d) > 0 for d in x.shape)
-    if nonempty and winograd_serves(kernel.shape, strides, dilation, jnp.result_type(x, kernel), k):
+    if nonempty and winograd_native_serves(x, kernel, strides, dilation, k):
+        # 3x3, 16k channels, float32 on CPU: the fused native Winograd kernel (forward, input gradient)
+        z = winograd_native.conv(x, kernel, padding)
+    elif nonempty and winograd_serves(kernel.shape, strides, dilation, jnp.result_type(x, kernel), k):
         # 3x3 with tens of channels on CPU: Winograd F(4x4, 3x3), its gradients as tile-domain GEMMs
         z = winograd.conv(x, kernel, padding)
     elif k.wide_conv and jax.default_backend() == "cpu" and nonempty:
@@ -178,6 +198,10 @@ def conv_input_gradient(delta, kernel, padded_hw, strides, dilation, *, plain: C
     k = current()
     if banded_serves(kernel.shape, strides, dilation, k):
         return direct.conv_input_gradient(delta, kernel, tuple(padded_hw), block=None, native=k.native)
+    padded_input = jax.ShapeDtypeStruct((delta.shape[0], *padded_hw, kernel.shape[2]), jnp.result_type(delta, kernel))
+    if (tuple(padded_hw) == (delta.shape[1] + kernel.shape[0] - 1, delta.shape[2] + kernel.shape[1] - 1)
+            and winograd_native_serves(padded_input, kernel, strides, dilation, k)):
+        return winograd_native.input_gradient(delta, kernel, ((0, 0), (0, 0)), tuple(padded_hw))
     if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel.shape, strides, dilation,
                                                                 jnp.result_type(delta, kernel), k):
         return winograd.input_gradient(delta, kernel, tuple(padded_hw))
@@ -213,5 +237,5 @@ def max_pool(x, window, strides, out_hw, *, plain: Callable):
     return plain(x)
 
 
-__all__ = ["DEFAULT", "REFERENCE", "Kernels", "banded_serves", "winograd_serves", "conv", "conv_input_gradient", "conv_weight_gradient",
+__all__ = ["DEFAULT", "REFERENCE", "Kernels", "banded_serves", "winograd_native_serves", "winograd_serves", "conv", "conv_input_gradient", "conv_weight_gradient",
            "current", "dense", "dense_weight_gradient", "max_pool", "resolve", "using"]

@@ -80,10 +80,19 @@ def _winograd(dtype):
     return model, "mse", x, jnp.asarray(rng.random((2, *model.shapes()[-1])), dtype), None, None, None
 
 
-# kernel switches a net's checks run under (Winograd is opt-in)
+def _winograd_native(dtype):
+    # 32 -> 16 channels, 3x3 (288 taps, whole 16-lane vectors): the fused native Winograd kernel in float32
+    model = Sequential([Conv2D(32, 3, padding="same", activation="tanh"), Conv2D(16, 3, padding="same", activation="tanh"),
+                        Conv2D(2, 3)], input_shape=(9, 10, 2))
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.random((2, *model.input_shape)), dtype)
+    return model, "mse", x, jnp.asarray(rng.random((2, *model.shapes()[-1])), dtype), None, None, None
+
+
+# kernel switches a net's checks run under (Winograd as XLA operations is opt-in)
 NET_KERNELS = {"winograd": {"winograd": True}}
 NETS = {"fig5": _fig5, "fig5_classes": _fig5_classes, "fig7": _fig7, "lenet5": _lenet5, "strided": _strided,
-        "winograd": _winograd}
+        "winograd": _winograd, "winograd_native": _winograd_native}
 F64, F32 = np.float64, np.float32
 
 # (module, function, dtypes the paper's nets run it in, nets whose check must fail)
@@ -112,6 +121,12 @@ KERNELS = [
     ("jigcnn.fast.winograd", "tile_input_gradient", (F64,), ("winograd",)),
     ("jigcnn.fast.winograd", "weight_gradient", (F64, F32), ("winograd",)),
     ("jigcnn.fast.winograd", "input_gradient", (F64,), ("winograd",)),
+    # the fused native Winograd kernel (float32 only): its one FFI entry (forward pass and input gradient),
+    # the kernel transform it is given, and the module's forward pass and input gradient
+    ("jigcnn.fast.native", "winograd_forward", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.winograd", "kernel_transform", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.winograd_native", "conv", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.winograd_native", "input_gradient", (F32,), ("winograd_native",)),
     ("jigcnn.ops", "conv", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_weight_gradient", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_input_gradient", (F64, F32), ("fig7", "lenet5")),
@@ -123,18 +138,20 @@ KERNELS = [
 # public functions that decide, configure or build, and compute no array a check could see
 NOT_KERNELS = {
     "jigcnn.fast.banded": {"block_width", "window_blocks", "window_blocks_transposed", "banded_kernel"},
-    "jigcnn.fast.native": {"available", "build", "cache_dir", "library_path", "serves"},
+    "jigcnn.fast.native": {"available", "build", "cache_dir", "library_path", "serves", "winograd_serves"},
+    "jigcnn.fast.winograd_native": {"serves", "input_term"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.kernel_tangent": {"kernel_term", "register"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.input_tangent": {"input_term"},
     "jigcnn.fast.wide_conv": {"transposed_input"},
     "jigcnn.fast.winograd": {"serves", "combine"},  # the transforms' coefficient sums (injected through conv and the gradients)
     "jigcnn.fast.pool": {"slots"},  # the strided views max_pool reads (injected through max_pool)
     "jigcnn.fast.barrier": {"unfused"},
-    "jigcnn.ops": {"banded_serves", "winograd_serves", "current", "resolve", "using"},
+    "jigcnn.ops": {"banded_serves", "winograd_serves", "winograd_native_serves", "current", "resolve", "using"},
 }
 FAST_MODULES = ["jigcnn.fast.banded", "jigcnn.fast.native", "jigcnn.fast.direct", "jigcnn.fast.kernel_tangent",
                 "jigcnn.fast.input_tangent", "jigcnn.fast.conv", "jigcnn.fast.dense", "jigcnn.fast.pool",
-                "jigcnn.fast.wide_conv", "jigcnn.fast.winograd", "jigcnn.fast.barrier", "jigcnn.ops"]
+                "jigcnn.fast.wide_conv", "jigcnn.fast.winograd", "jigcnn.fast.winograd_native", "jigcnn.fast.barrier",
+                "jigcnn.ops"]
 
 
 def _perturbed(fn, eps):

@@ -428,7 +428,170 @@ ffi::Error InputGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d, ffi:
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Winograd F(4x4, 3x3) for wide 3x3 convolutions (Lavin & Gray 2016), fused tile by tile.
+//
+//   y[n, i, j, o] = sum_{a, c, k} x[n, i + a, j + c, k] * w[a, c, k, o]      (valid, stride 1, 3x3)
+//
+// with x zero-padded by pad_top rows above and pad_left columns to the left (negative: cropped) and
+// zeros past its bottom and right edges up to the output's size (the result buffer's Ho x Wo): so
+// one kernel computes a padded convolution's forward pass and, on the deltas with the kernel turned,
+// its input gradient, without padded copies. The kernel comes transformed: u (36, Cin, C) = G w G^T
+// per (input, output) channel pair, computed by the caller (jigcnn.fast.winograd.kernel_transform).
+// A task takes kWinoBlock 4x4 output tiles:
+// it transforms their 6x6 input patches (V = B^T d B, 16 channels per vector), multiplies V by u for
+// each of the 36 tile positions (a register-blocked GEMM over the input channels), and maps the
+// products back (Y = A^T M A), all in per-thread buffers that stay in the core's cache. Input
+// outside x is zero; outputs past the edge are dropped. Cin and C must be multiples of 16. Each
+// output is computed by one task in a fixed order: results do not depend on the thread schedule.
+
+constexpr int kWinoBlock = 32;  // output tiles per task
+constexpr int kWinoRows = 8;    // tiles per register block of the GEMM
+
+// B^T d for one 6-vector (Lavin & Gray's B^T for F(4x4, 3x3))
+inline void winograd_bt(vf d0, vf d1, vf d2, vf d3, vf d4, vf d5, vf* o, int stride) {
+  const vf four = broadcast(4.0f), five = broadcast(5.0f), two = broadcast(2.0f);
+  o[0 * stride] = four * d0 - five * d2 + d4;
+  o[1 * stride] = -four * (d1 + d2) + d3 + d4;
+  o[2 * stride] = four * (d1 - d2) - d3 + d4;
+  o[3 * stride] = two * (d3 - d1) - d2 + d4;
+  o[4 * stride] = two * (d1 - d3) - d2 + d4;
+  o[5 * stride] = four * d1 - five * d3 + d5;
+}
+
+// A^T m for one 6-vector
+inline void winograd_at(vf m0, vf m1, vf m2, vf m3, vf m4, vf m5, vf* y, int stride) {
+  const vf two = broadcast(2.0f), four = broadcast(4.0f), eight = broadcast(8.0f);
+  const vf s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+  y[0 * stride] = m0 + s12 + s34;
+  y[1 * stride] = d12 + two * d34;
+  y[2 * stride] = s12 + four * s34;
+  y[3 * stride] = d12 + eight * d34 + m5;
+}
+
+// rows x (NV * 16) block of M = V U for one tile position: V (rows, cin) row-major, U (cin, c).
+template <int NV>
+inline void winograd_gemm_block(const float* v, const float* u, int64_t cin, int64_t c, float* m) {
+  vf acc[kWinoRows][NV];
+  for (int r = 0; r < kWinoRows; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = broadcast(0.0f);
+  for (int64_t k = 0; k < cin; ++k) {
+    vf uk[NV];
+    for (int j = 0; j < NV; ++j) uk[j] = load(u + k * c + j * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kWinoRows; ++r) {
+      const vf s = broadcast(v[r * cin + k]);
+      for (int j = 0; j < NV; ++j) acc[r][j] += s * uk[j];
+    }
+  }
+  for (int r = 0; r < kWinoRows; ++r)
+    for (int j = 0; j < NV; ++j) store(m + r * c + j * kLanes, acc[r][j]);
+}
+
+void winograd_task(const float* x, const float* u, float* y, int64_t h, int64_t w, int64_t cin, int64_t c,
+                   int64_t ho, int64_t wo, int64_t pad_top, int64_t pad_left, int64_t first, int64_t count,
+                   float* vbuf, float* mbuf) {
+  const int64_t th = (ho + 3) / 4, tw = (wo + 3) / 4, per_image = th * tw;
+  const int64_t rows = (count + kWinoRows - 1) / kWinoRows * kWinoRows;
+  // 1. input tiles: V[t][i][k], t = 6 a + b (a along H, b along W)
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i >= count) {  // padding rows of the last register block: zeros
+      for (int t = 0; t < 36; ++t) std::memset(vbuf + (t * kWinoBlock + i) * cin, 0, cin * sizeof(float));
+      continue;
+    }
+    const int64_t g = first + i, s = g / per_image, ty = (g % per_image) / tw, tx = g % tw;
+    const int64_t y0 = 4 * ty - pad_top, x0 = 4 * tx - pad_left;  // the patch's top left in x
+    const float* xs = x + s * h * w * cin;
+    bool inside[6][6];
+    for (int a = 0; a < 6; ++a)
+      for (int b = 0; b < 6; ++b) inside[a][b] = y0 + a >= 0 && y0 + a < h && x0 + b >= 0 && x0 + b < w;
+    for (int64_t k = 0; k < cin; k += kLanes) {
+      vf d[6][6], r[6][6];
+      for (int a = 0; a < 6; ++a)
+        for (int b = 0; b < 6; ++b)
+          d[a][b] = inside[a][b] ? load(xs + ((y0 + a) * w + x0 + b) * cin + k) : broadcast(0.0f);
+      for (int b = 0; b < 6; ++b) winograd_bt(d[0][b], d[1][b], d[2][b], d[3][b], d[4][b], d[5][b], &r[0][b], 6);
+      vf v[6][6];
+      for (int a = 0; a < 6; ++a) winograd_bt(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], &v[a][0], 1);
+      for (int a = 0; a < 6; ++a)
+        for (int b = 0; b < 6; ++b) store(vbuf + ((a * 6 + b) * kWinoBlock + i) * cin + k, v[a][b]);
+    }
+  }
+  // 2. the 36 tile-position GEMMs: M[t] = V[t] U[t]
+  for (int t = 0; t < 36; ++t) {
+    const float* ut = u + t * cin * c;
+    for (int64_t o = 0; o < c; o += 2 * kLanes) {
+      const bool pair = o + 2 * kLanes <= c;
+      for (int64_t r0 = 0; r0 < rows; r0 += kWinoRows) {
+        const float* vt = vbuf + (t * kWinoBlock + r0) * cin;
+        float* mt = mbuf + (t * kWinoBlock + r0) * c + o;
+        if (pair) {
+          winograd_gemm_block<2>(vt, ut + o, cin, c, mt);
+        } else {
+          winograd_gemm_block<1>(vt, ut + o, cin, c, mt);
+        }
+      }
+    }
+  }
+  // 3. output tiles: Y = A^T M A, the part inside the output
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t g = first + i, s = g / per_image, ty = (g % per_image) / tw, tx = g % tw;
+    const int64_t y0 = 4 * ty, x0 = 4 * tx;  // the tile's top left in y
+    float* ys = y + s * ho * wo * c;
+    for (int64_t o = 0; o < c; o += kLanes) {
+      vf q[4][6], out[4][4];
+      for (int b = 0; b < 6; ++b) {
+        vf mcol[6];
+        for (int a = 0; a < 6; ++a) mcol[a] = load(mbuf + ((a * 6 + b) * kWinoBlock + i) * c + o);
+        winograd_at(mcol[0], mcol[1], mcol[2], mcol[3], mcol[4], mcol[5], &q[0][b], 6);
+      }
+      for (int p = 0; p < 4; ++p) winograd_at(q[p][0], q[p][1], q[p][2], q[p][3], q[p][4], q[p][5], &out[p][0], 1);
+      for (int p = 0; p < 4; ++p)
+        for (int qq = 0; qq < 4; ++qq)
+          if (y0 + p < ho && x0 + qq < wo) store(ys + ((y0 + p) * wo + x0 + qq) * c + o, out[p][qq]);
+    }
+  }
+}
+
+ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u,
+                               ffi::ResultBuffer<ffi::F32> y, int64_t pad_top, int64_t pad_left) {
+  auto xd = x.dimensions();
+  auto ud = u.dimensions();
+  auto yd = y->dimensions();
+  if (xd.size() != 4) return ffi::Error::InvalidArgument("x must be (N, H, W, Cin)");
+  if (ud.size() != 3 || ud[0] != 36) return ffi::Error::InvalidArgument("u must be (36, Cin, C)");
+  if (yd.size() != 4 || yd[0] != xd[0] || yd[3] != ud[2])
+    return ffi::Error::InvalidArgument("y must be (N, Ho, Wo, C) for x (N, H, W, Cin) and u (36, Cin, C)");
+  const int64_t n = xd[0], h = xd[1], w = xd[2], cin = xd[3], c = ud[2], ho = yd[1], wo = yd[2];
+  if (ud[1] != cin) return ffi::Error::InvalidArgument("u's input channels differ from x's");
+  if (cin % kLanes || c % kLanes) return ffi::Error::InvalidArgument("Cin and C must be multiples of 16");
+  const int64_t tiles = n * ((ho + 3) / 4) * ((wo + 3) / 4);
+  const int64_t tasks = (tiles + kWinoBlock - 1) / kWinoBlock;
+  const float* xp = x.typed_data();
+  const float* up = u.typed_data();
+  float* yp = y->typed_data();
+  parallel_for(pool, tasks, [=](int64_t task) {
+    thread_local std::vector<float> vbuf, mbuf;
+    vbuf.resize(36 * kWinoBlock * cin);
+    mbuf.resize(36 * kWinoBlock * c);
+    const int64_t first = task * kWinoBlock;
+    winograd_task(xp, up, yp, h, w, cin, c, ho, wo, pad_top, pad_left, first,
+                  std::min<int64_t>(kWinoBlock, tiles - first), vbuf.data(), mbuf.data());
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnWinogradForward, WinogradForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvForward, ForwardImpl,
                               ffi::Ffi::Bind()

@@ -34,6 +34,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SOURCE = pathlib.Path(__file__).with_name("direct_conv.cc")
 CACHE_ENV = "JIGCNN_NATIVE_CACHE"
@@ -42,7 +43,8 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the C++ source)
 _TARGETS = {"forward": "JigcnnDirectConvForward",
             "weight_gradient": "JigcnnDirectConvWeightGradient",
-            "input_gradient": "JigcnnDirectConvInputGradient"}
+            "input_gradient": "JigcnnDirectConvInputGradient",
+            "winograd_forward": "JigcnnWinogradForward"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
 
@@ -195,6 +197,39 @@ def _ffi_input_gradient(delta, w):
     return jax.ffi.ffi_call("jigcnn_direct_conv_input_gradient", out, vmap_method="sequential")(delta, w)
 
 
+def winograd_serves(x, w) -> bool:
+    """Whether the fused Winograd F(4x4, 3x3) kernel serves a convolution of `x` with `w` (and it is loaded).
+
+    Float32 x (N, H, W, Cin) and w (3, 3, Cin, C), Cin and C multiples of 16 (whole vectors), nothing empty.
+    """
+    ok = (x.ndim == 4 and w.ndim == 4 and tuple(w.shape[:2]) == (3, 3) and x.shape[-1] == w.shape[2]
+          and min(x.shape) > 0 and w.shape[2] % 16 == 0 and w.shape[3] % 16 == 0 and w.shape[3] > 0
+          and _float32(x, w))
+    return bool(ok) and available()
+
+
+def _ffi_winograd(x, w, *, offset, out_hw):
+    from jigcnn.fast.winograd import kernel_transform
+
+    out = jax.ShapeDtypeStruct((x.shape[0], *out_hw, w.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call("jigcnn_direct_conv_winograd_forward", out, vmap_method="sequential")(
+        x, kernel_transform(w), pad_top=np.int64(offset[0]), pad_left=np.int64(offset[1]))
+
+
+def winograd_forward(x, w, offset, out_hw, fallback):
+    """The 3x3 correlation of `x` (N, H, W, Cin), zero-padded by `offset` (top, left) rows and columns, with `w`.
+
+    y[n, i, j] = sum_{a, c} x[n, i + a - top, j + c - left] w[a, c] for (i, j) in `out_hw`, x zero outside
+    (a negative offset crops). The fused Winograd kernel on the CPU; `fallback(x, w)` (the XLA
+    formulation) elsewhere, and where the kernels could not be built (with `available`'s warning).
+    Check `winograd_serves` first.
+    """
+    if not available():
+        return fallback(x, w)
+    cpu = functools.partial(_ffi_winograd, offset=tuple(int(v) for v in offset), out_hw=tuple(int(v) for v in out_hw))
+    return jax.lax.platform_dependent(x, w, cpu=cpu, default=fallback)
+
+
 def forward(x, w, bias, fallback):
     """Valid, stride-1 convolution of `x` (N, H, W, Cin) with `w` (KH, KW, Cin, C) plus `bias`.
 
@@ -219,4 +254,5 @@ def input_gradient(delta, w, fallback):
 
 
 __all__ = ["MAX_TAPS", "SERVES", "SOURCE", "available", "build", "cache_dir", "forward", "input_gradient",
+           "winograd_forward", "winograd_serves",
            "library_path", "serves", "weight_gradient"]

@@ -96,6 +96,11 @@ def _kernel_tiles(w, m):
     return jnp.einsum("ak,klio,bl->abio", g, w, g).reshape(-1, *w.shape[2:])
 
 
+def kernel_transform(w):
+    """U = G g G^T of F(4x4, 3x3) for every (input, output) channel pair: (3, 3, Cin, C) -> (36, Cin, C)."""
+    return _kernel_tiles(w, 4)
+
+
 def _output_tiles(mm, m, n, th, tw):
     """A^T M A of every tile: (t*t, N*th*tw, Cout) -> (N, m th, m tw, Cout)."""
     at, t = MATRICES[m]["AT"], m + 2
