@@ -1,6 +1,6 @@
-"""jigcnn.fast.winograd_native (the fused native Winograd F(4x4, 3x3) kernel) against lax.conv_general_dilated.
+"""jigcnn.fast.winograd_native (the fused native Winograd F(4x4, 3x3) kernels) against lax.conv_general_dilated.
 
-Forward pass, input gradient (offsets, crops), reverse and forward mode, second order, vmap, routing through
+Forward pass, input gradient (offsets, crops), weight gradient, reverse and forward mode, second order, vmap, routing through
 jigcnn.ops for autodiff and the hand-written path, determinism, and the kernel's own argument checks.
 """
 
@@ -76,6 +76,18 @@ def test_input_gradient_is_the_transposed_convolution(case):
         wn.input_gradient(delta, w, pad, (x.shape[1] + 1, x.shape[2]))
 
 
+@pytest.mark.parametrize("case", CASES + [(40, 16, 16, 16, 16, ((1, 1), (1, 1)))])  # 10 blocks of 64 tiles
+def test_weight_gradient_is_the_transposed_convolution_and_deterministic(case):
+    x, w = _arrays(case)
+    pad = case[5]
+    delta = jnp.asarray(np.random.default_rng(2).standard_normal(_plain(x, w, pad).shape), jnp.float32)
+    want = jax.linear_transpose(lambda v: _plain(x, v, pad), w)(delta)[0]
+    f = jax.jit(wn.weight_gradient, static_argnums=2)
+    got = f(x, delta, pad)
+    _close(got, want)
+    assert np.array_equal(np.asarray(got), np.asarray(f(x, delta, pad)))
+
+
 def test_forward_mode_second_order_and_vmap():
     x, w = _arrays(CASES[0])
     pad = CASES[0][5]
@@ -95,6 +107,8 @@ def test_forward_mode_second_order_and_vmap():
     delta = jnp.ones(_plain(x, w, pad).shape, jnp.float32)
     _close(jax.grad(lambda w: jnp.sum(wn.input_gradient(delta, w, pad, x.shape[1:3]) ** 2))(w),
            jax.grad(lambda w: jnp.sum(jax.vjp(lambda v: _plain(v, w, pad), x)[1](delta)[0] ** 2))(w))
+    _close(jax.grad(lambda x: jnp.sum(wn.weight_gradient(x, delta, pad) ** 2))(x),
+           jax.grad(lambda x: jnp.sum(jax.linear_transpose(lambda v: _plain(x, v, pad), w)(delta)[0] ** 2))(x))
 
 
 def test_deterministic_and_in_the_lowered_programs():
@@ -102,7 +116,9 @@ def test_deterministic_and_in_the_lowered_programs():
     f = jax.jit(lambda x, w: wn.conv(x, w, ((1, 1), (1, 1))))
     assert np.array_equal(np.asarray(f(x, w)), np.asarray(f(x, w)))
     grad = jax.jit(jax.grad(lambda x, w: jnp.sum(wn.conv(x, w, ((1, 1), (1, 1))) ** 2), argnums=(0, 1)))
-    assert grad.lower(x, w).as_text().count(TARGET) == 2  # the forward pass and the input gradient
+    text = grad.lower(x, w).as_text()
+    assert text.count(TARGET) == 2  # the forward pass and the input gradient
+    assert text.count("jigcnn_direct_conv_winograd_weight_gradient") == 1
 
 
 def _net():
@@ -150,6 +166,7 @@ def test_both_gradients_run_the_kernel_and_match_the_reference_kernels(grad_meth
             text = fn.lower(params, state).as_text()
             out[name] = fn(params, state)
         assert (TARGET in text) == (name == "default"), name
+        assert ("jigcnn_direct_conv_winograd_weight_gradient" in text) == (name == "default"), name
     for a, b in zip(jax.tree_util.tree_leaves(out["default"]), jax.tree_util.tree_leaves(out["reference"])):
         _close(a, b, 1e-4)
 
@@ -169,3 +186,10 @@ def test_the_kernel_checks_its_arguments():
         call(x, jnp.zeros((36, 16, 16), jnp.float32), (2, 8, 8, 16))
     with pytest.raises(Exception, match="y must be"):
         call(x, kernel_transform(w), (3, 8, 8, 16))
+    wg = lambda x, d, out: jax.ffi.ffi_call("jigcnn_direct_conv_winograd_weight_gradient",  # noqa: E731
+                                            jax.ShapeDtypeStruct(out, jnp.float32))(
+        x, d, pad_top=np.int64(1), pad_left=np.int64(1))
+    with pytest.raises(Exception, match="du must be \\(36, Cin, C\\)"):
+        wg(x, jnp.zeros((2, 8, 8, 16), jnp.float32), (36, 32, 32))
+    with pytest.raises(Exception, match="multiples of 16"):
+        wg(jnp.zeros((2, 8, 8, 24), jnp.float32), jnp.zeros((2, 8, 8, 16), jnp.float32), (36, 24, 16))

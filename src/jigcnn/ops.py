@@ -45,8 +45,8 @@ class Kernels:
     native: their C++ kernels (`fast.native`; float32 on the CPU), within `banded_conv`.
     wide_conv: other convolutions on the CPU with the cheaper weight-gradient layout (`fast.wide_conv`).
     winograd_native: wider stride-1 undilated 3x3 convolutions on the CPU, float32, channel counts multiples of 16,
-        forward pass and input gradient on the fused native Winograd F(4x4, 3x3) kernel (`fast.winograd_native`),
-        within `native`; the weight gradient stays XLA's (`wide_conv`'s layout).
+        forward pass and both gradients on the fused native Winograd F(4x4, 3x3) kernels (`fast.winograd_native`),
+        within `native`.
     winograd: the same convolutions (float32/64) as Winograd F(4x4, 3x3) written as XLA operations (`fast.winograd`);
         off by default: 1.7-2.1x XLA's conv on an isolated layer, but 0.5-0.65x in the wide nets' train step.
     dense: dense layers with at most 16 outputs: the weight gradient as a transposed product (`fast.dense`).
@@ -187,6 +187,11 @@ def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Call
             return direct.conv_weight_gradient(xp, delta, tuple(kernel_hw), block=None, with_bias=False,
                                                native=k.native), None
         return direct.conv_weight_gradient(xp, delta, tuple(kernel_hw), block=None, with_bias=True, native=k.native)
+    kernel_like = jax.ShapeDtypeStruct(kernel_shape, jnp.result_type(xp, delta))
+    if (tuple(xp.shape[1:3]) == (delta.shape[1] + kernel_shape[0] - 1, delta.shape[2] + kernel_shape[1] - 1)
+            and winograd_native_serves(xp, kernel_like, strides, dilation, k)):
+        return (winograd_native.weight_gradient(xp, delta, ((0, 0), (0, 0))),
+                None if plain_bias is None else plain_bias(delta))
     if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel_shape, strides, dilation,
                                                                 jnp.result_type(xp, delta), k):
         return winograd.weight_gradient(xp, delta), (None if plain_bias is None else plain_bias(delta))

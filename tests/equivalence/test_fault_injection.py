@@ -121,12 +121,15 @@ KERNELS = [
     ("jigcnn.fast.winograd", "tile_input_gradient", (F64,), ("winograd",)),
     ("jigcnn.fast.winograd", "weight_gradient", (F64, F32), ("winograd",)),
     ("jigcnn.fast.winograd", "input_gradient", (F64,), ("winograd",)),
-    # the fused native Winograd kernel (float32 only): its one FFI entry (forward pass and input gradient),
-    # the kernel transform it is given, and the module's forward pass and input gradient
+    # the fused native Winograd kernels (float32 only): the forward FFI entry (forward pass and input gradient),
+    # the weight-gradient one, the kernel transform and its transpose, and the module's three functions
     ("jigcnn.fast.native", "winograd_forward", (F32,), ("winograd_native",)),
     ("jigcnn.fast.winograd", "kernel_transform", (F32,), ("winograd_native",)),
     ("jigcnn.fast.winograd_native", "conv", (F32,), ("winograd_native",)),
     ("jigcnn.fast.winograd_native", "input_gradient", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.native", "winograd_weight_gradient", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.winograd", "kernel_transform_transposed", (F32,), ("winograd_native",)),
+    ("jigcnn.fast.winograd_native", "weight_gradient", (F32,), ("winograd_native",)),
     ("jigcnn.ops", "conv", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_weight_gradient", (F64, F32), ("fig5",)),
     ("jigcnn.ops", "conv_input_gradient", (F64, F32), ("fig7", "lenet5")),
@@ -139,7 +142,7 @@ KERNELS = [
 NOT_KERNELS = {
     "jigcnn.fast.banded": {"block_width", "window_blocks", "window_blocks_transposed", "banded_kernel"},
     "jigcnn.fast.native": {"available", "build", "cache_dir", "library_path", "serves", "winograd_serves"},
-    "jigcnn.fast.winograd_native": {"serves", "input_term"},  # the primitive's bind; its rules are injected above
+    "jigcnn.fast.winograd_native": {"serves", "conv_term"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.kernel_tangent": {"kernel_term", "register"},  # the primitive's bind; its rules are injected above
     "jigcnn.fast.input_tangent": {"input_term"},
     "jigcnn.fast.wide_conv": {"transposed_input"},

@@ -489,15 +489,16 @@ inline void winograd_gemm_block(const float* v, const float* u, int64_t cin, int
     for (int j = 0; j < NV; ++j) store(m + r * c + j * kLanes, acc[r][j]);
 }
 
-void winograd_task(const float* x, const float* u, float* y, int64_t h, int64_t w, int64_t cin, int64_t c,
-                   int64_t ho, int64_t wo, int64_t pad_top, int64_t pad_left, int64_t first, int64_t count,
-                   float* vbuf, float* mbuf) {
-  const int64_t th = (ho + 3) / 4, tw = (wo + 3) / 4, per_image = th * tw;
-  const int64_t rows = (count + kWinoRows - 1) / kWinoRows * kWinoRows;
-  // 1. input tiles: V[t][i][k], t = 6 a + b (a along H, b along W)
+// V = B^T d B of the 6x6 input patches of output tiles first .. first + count - 1 (tile g: sample
+// g / (th tw), row (g % (th tw)) / tw, column g % tw), stored V[t][i][k] (t = 6 a + b, a along H) with
+// `block` rows per tile position; rows count .. rows - 1 are zeros.
+void winograd_input_tiles(const float* x, int64_t h, int64_t w, int64_t cin, int64_t th, int64_t tw,
+                          int64_t pad_top, int64_t pad_left, int64_t first, int64_t count, int64_t rows,
+                          int64_t block, float* vbuf) {
+  const int64_t per_image = th * tw;
   for (int64_t i = 0; i < rows; ++i) {
-    if (i >= count) {  // padding rows of the last register block: zeros
-      for (int t = 0; t < 36; ++t) std::memset(vbuf + (t * kWinoBlock + i) * cin, 0, cin * sizeof(float));
+    if (i >= count) {
+      for (int t = 0; t < 36; ++t) std::memset(vbuf + (t * block + i) * cin, 0, cin * sizeof(float));
       continue;
     }
     const int64_t g = first + i, s = g / per_image, ty = (g % per_image) / tw, tx = g % tw;
@@ -515,9 +516,18 @@ void winograd_task(const float* x, const float* u, float* y, int64_t h, int64_t 
       vf v[6][6];
       for (int a = 0; a < 6; ++a) winograd_bt(r[a][0], r[a][1], r[a][2], r[a][3], r[a][4], r[a][5], &v[a][0], 1);
       for (int a = 0; a < 6; ++a)
-        for (int b = 0; b < 6; ++b) store(vbuf + ((a * 6 + b) * kWinoBlock + i) * cin + k, v[a][b]);
+        for (int b = 0; b < 6; ++b) store(vbuf + ((a * 6 + b) * block + i) * cin + k, v[a][b]);
     }
   }
+}
+
+void winograd_task(const float* x, const float* u, float* y, int64_t h, int64_t w, int64_t cin, int64_t c,
+                   int64_t ho, int64_t wo, int64_t pad_top, int64_t pad_left, int64_t first, int64_t count,
+                   float* vbuf, float* mbuf) {
+  const int64_t th = (ho + 3) / 4, tw = (wo + 3) / 4, per_image = th * tw;
+  const int64_t rows = (count + kWinoRows - 1) / kWinoRows * kWinoRows;
+  // 1. input tiles
+  winograd_input_tiles(x, h, w, cin, th, tw, pad_top, pad_left, first, count, rows, kWinoBlock, vbuf);
   // 2. the 36 tile-position GEMMs: M[t] = V[t] U[t]
   for (int t = 0; t < 36; ++t) {
     const float* ut = u + t * cin * c;
@@ -582,6 +592,114 @@ ffi::Error WinogradForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ff
   return ffi::Error::Success();
 }
 
+// --- its weight gradient: dU[t] = sum over tiles of V[t]^T dM[t], dM = A dY A^T (the caller maps dU to
+// dw = G^T dU G). Tiles go in fixed blocks of kWgBlock; partial sum p takes blocks p, p + P, p + 2P, ...
+// (P = min(blocks, kWgPartials)) and the partials are added in order: the result does not depend on
+// the thread schedule.
+
+constexpr int kWgBlock = 64;
+constexpr int kWgPartials = 8;
+
+// A^T's transpose on one 4-vector: the 6 values m_i = sum_p AT[p][i] y_p
+inline void winograd_a(vf y0, vf y1, vf y2, vf y3, vf* m, int stride) {
+  const vf two = broadcast(2.0f), four = broadcast(4.0f), eight = broadcast(8.0f);
+  const vf s02 = y0 + four * y2, e = two * y1 + eight * y3;
+  m[0 * stride] = y0;
+  m[1 * stride] = y0 + y1 + y2 + y3;
+  m[2 * stride] = y0 - y1 + y2 - y3;
+  m[3 * stride] = s02 + e;
+  m[4 * stride] = s02 - e;
+  m[5 * stride] = y3;
+}
+
+// du (cin x c, row-major) += V^T dM over `count` tiles for 8 input channels x (NV * 16) maps
+template <int NV>
+inline void winograd_wg_block(const float* v, const float* dm, int64_t count, int64_t cin, int64_t c, float* du) {
+  vf acc[kWinoRows][NV];
+  for (int r = 0; r < kWinoRows; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = load(du + r * c + j * kLanes);
+  for (int64_t k = 0; k < count; ++k) {
+    vf dk[NV];
+    for (int j = 0; j < NV; ++j) dk[j] = load(dm + k * c + j * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < kWinoRows; ++r) {
+      const vf s = broadcast(v[k * cin + r]);
+      for (int j = 0; j < NV; ++j) acc[r][j] += s * dk[j];
+    }
+  }
+  for (int r = 0; r < kWinoRows; ++r)
+    for (int j = 0; j < NV; ++j) store(du + r * c + j * kLanes, acc[r][j]);
+}
+
+void winograd_wg_tiles(const float* x, const float* d, int64_t h, int64_t w, int64_t cin, int64_t c, int64_t ho,
+                       int64_t wo, int64_t pad_top, int64_t pad_left, int64_t first, int64_t count, float* vbuf,
+                       float* mbuf, float* du) {
+  const int64_t th = (ho + 3) / 4, tw = (wo + 3) / 4, per_image = th * tw;
+  winograd_input_tiles(x, h, w, cin, th, tw, pad_top, pad_left, first, count, count, kWgBlock, vbuf);
+  for (int64_t i = 0; i < count; ++i) {  // dM[t][i][o] = A dY A^T, the deltas zero past the output's edge
+    const int64_t g = first + i, s = g / per_image, ty = (g % per_image) / tw, tx = g % tw;
+    const int64_t y0 = 4 * ty, x0 = 4 * tx;
+    const float* ds = d + s * ho * wo * c;
+    for (int64_t o = 0; o < c; o += kLanes) {
+      vf dy[4][4], q[6][4], m[6][6];
+      for (int p = 0; p < 4; ++p)
+        for (int qq = 0; qq < 4; ++qq)
+          dy[p][qq] = (y0 + p < ho && x0 + qq < wo) ? load(ds + ((y0 + p) * wo + x0 + qq) * c + o) : broadcast(0.0f);
+      for (int qq = 0; qq < 4; ++qq) winograd_a(dy[0][qq], dy[1][qq], dy[2][qq], dy[3][qq], &q[0][qq], 4);
+      for (int a = 0; a < 6; ++a) winograd_a(q[a][0], q[a][1], q[a][2], q[a][3], &m[a][0], 1);
+      for (int a = 0; a < 6; ++a)
+        for (int b = 0; b < 6; ++b) store(mbuf + ((a * 6 + b) * kWgBlock + i) * c + o, m[a][b]);
+    }
+  }
+  for (int t = 0; t < 36; ++t) {
+    const float* vt = vbuf + t * kWgBlock * cin;
+    const float* mt = mbuf + t * kWgBlock * c;
+    float* dut = du + t * cin * c;
+    for (int64_t r0 = 0; r0 < cin; r0 += kWinoRows)
+      for (int64_t o = 0; o < c; o += 2 * kLanes) {
+        if (o + 2 * kLanes <= c) {
+          winograd_wg_block<2>(vt + r0, mt + o, count, cin, c, dut + r0 * c + o);
+        } else {
+          winograd_wg_block<1>(vt + r0, mt + o, count, cin, c, dut + r0 * c + o);
+        }
+      }
+  }
+}
+
+ffi::Error WinogradWeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> d,
+                                      ffi::ResultBuffer<ffi::F32> du, int64_t pad_top, int64_t pad_left) {
+  auto xd = x.dimensions();
+  auto dd = d.dimensions();
+  auto ud = du->dimensions();
+  if (xd.size() != 4 || dd.size() != 4 || dd[0] != xd[0])
+    return ffi::Error::InvalidArgument("x must be (N, H, W, Cin) and d (N, Ho, Wo, C)");
+  const int64_t n = xd[0], h = xd[1], w = xd[2], cin = xd[3], ho = dd[1], wo = dd[2], c = dd[3];
+  if (ud.size() != 3 || ud[0] != 36 || ud[1] != cin || ud[2] != c)
+    return ffi::Error::InvalidArgument("du must be (36, Cin, C)");
+  if (cin % kLanes || c % kLanes) return ffi::Error::InvalidArgument("Cin and C must be multiples of 16");
+  const int64_t tiles = n * ((ho + 3) / 4) * ((wo + 3) / 4);
+  const int64_t blocks = (tiles + kWgBlock - 1) / kWgBlock;
+  const int64_t partials = std::max<int64_t>(1, std::min<int64_t>(blocks, kWgPartials));
+  const int64_t size = 36 * cin * c;
+  std::vector<float> sums(partials * size, 0.0f);
+  const float* xp = x.typed_data();
+  const float* dp = d.typed_data();
+  float* sp = sums.data();
+  parallel_for(pool, partials, [=](int64_t p) {
+    std::vector<float> vbuf(36 * kWgBlock * cin), mbuf(36 * kWgBlock * c);
+    for (int64_t b = p; b < blocks; b += partials) {
+      const int64_t first = b * kWgBlock;
+      winograd_wg_tiles(xp, dp, h, w, cin, c, ho, wo, pad_top, pad_left, first,
+                        std::min<int64_t>(kWgBlock, tiles - first), vbuf.data(), mbuf.data(), sp + p * size);
+    }
+  });
+  float* out = du->typed_data();
+  std::memcpy(out, sp, size * sizeof(float));
+  for (int64_t p = 1; p < partials; ++p)
+    for (int64_t i = 0; i < size; ++i) out[i] += sp[p * size + i];
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnWinogradForward, WinogradForwardImpl,
@@ -615,3 +733,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnDirectConvInputGradient, InputGradientImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JigcnnWinogradWeightGradient, WinogradWeightGradientImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_left"));

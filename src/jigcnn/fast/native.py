@@ -44,7 +44,8 @@ MAX_TAPS = 160  # the weight-gradient kernel's limit on kh * kw (kMaxTaps in the
 _TARGETS = {"forward": "JigcnnDirectConvForward",
             "weight_gradient": "JigcnnDirectConvWeightGradient",
             "input_gradient": "JigcnnDirectConvInputGradient",
-            "winograd_forward": "JigcnnWinogradForward"}
+            "winograd_forward": "JigcnnWinogradForward",
+            "winograd_weight_gradient": "JigcnnWinogradWeightGradient"}
 _LOCK = threading.Lock()
 _STATE: dict = {}
 
@@ -230,6 +231,27 @@ def winograd_forward(x, w, offset, out_hw, fallback):
     return jax.lax.platform_dependent(x, w, cpu=cpu, default=fallback)
 
 
+def _ffi_winograd_weight_gradient(x, delta, *, offset):
+    from jigcnn.fast.winograd import kernel_transform_transposed
+
+    out = jax.ShapeDtypeStruct((36, x.shape[-1], delta.shape[-1]), jnp.float32)
+    du = jax.ffi.ffi_call("jigcnn_direct_conv_winograd_weight_gradient", out, vmap_method="sequential")(
+        x, delta, pad_top=np.int64(offset[0]), pad_left=np.int64(offset[1]))
+    return kernel_transform_transposed(du)
+
+
+def winograd_weight_gradient(x, delta, offset, fallback):
+    """dL/dw (3, 3, Cin, C) of `winograd_forward(x, w, offset, delta.shape[1:3])` for the deltas (Eq. 1).
+
+    The fused kernel on the CPU (dU = sum over tiles of V^T (A dY A^T), then dw = G^T dU G);
+    `fallback(x, delta)` elsewhere or where the kernels could not be built. Check `winograd_serves` first.
+    """
+    if not available():
+        return fallback(x, delta)
+    cpu = functools.partial(_ffi_winograd_weight_gradient, offset=tuple(int(v) for v in offset))
+    return jax.lax.platform_dependent(x, delta, cpu=cpu, default=fallback)
+
+
 def forward(x, w, bias, fallback):
     """Valid, stride-1 convolution of `x` (N, H, W, Cin) with `w` (KH, KW, Cin, C) plus `bias`.
 
@@ -254,5 +276,5 @@ def input_gradient(delta, w, fallback):
 
 
 __all__ = ["MAX_TAPS", "SERVES", "SOURCE", "available", "build", "cache_dir", "forward", "input_gradient",
-           "winograd_forward", "winograd_serves",
+           "winograd_forward", "winograd_serves", "winograd_weight_gradient",
            "library_path", "serves", "weight_gradient"]

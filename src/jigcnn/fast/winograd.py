@@ -101,6 +101,12 @@ def kernel_transform(w):
     return _kernel_tiles(w, 4)
 
 
+def kernel_transform_transposed(du):
+    """The transpose of `kernel_transform`: dw = G^T dU G, (36, Cin, C) -> (3, 3, Cin, C)."""
+    g = jnp.asarray(MATRICES[4]["G"], du.dtype)
+    return jnp.einsum("ak,abio,bl->klio", g, du.reshape(6, 6, *du.shape[1:]), g)
+
+
 def _output_tiles(mm, m, n, th, tw):
     """A^T M A of every tile: (t*t, N*th*tw, Cout) -> (N, m th, m tw, Cout)."""
     at, t = MATRICES[m]["AT"], m + 2
