@@ -144,6 +144,22 @@ def test_ops_routes_wide_float32_3x3_convolutions_here():
     assert not ops.REFERENCE.winograd_native and ops.DEFAULT.winograd_native
 
 
+@pytest.mark.parametrize("cin,cout", [(32, 16), (5, 7)])  # the Winograd kernel; XLA's plain formulation
+def test_ops_input_gradient_interior_is_the_window_of_the_padded_one(cin, cout):
+    from jigcnn.backprop.conv import conv_input_gradient as plain
+
+    rng = np.random.default_rng(5)
+    delta = jnp.asarray(rng.standard_normal((2, 7, 9, cout)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+    full = ops.conv_input_gradient(delta, w, (9, 11), (1, 1), (1, 1), plain=plain)
+    for interior in (((1, 1), (7, 9)), ((0, 2), (9, 8)), ((2, 0), (5, 11))):
+        (t, l), (h, wd) = interior
+        got = ops.conv_input_gradient(delta, w, (9, 11), (1, 1), (1, 1), plain=plain, interior=interior)
+        _close(got, full[:, t:t + h, l:l + wd])
+    with pytest.raises(ValueError, match="not a window of the padded input"):
+        ops.conv_input_gradient(delta, w, (9, 11), (1, 1), (1, 1), plain=plain, interior=((1, 1), (9, 11)))
+
+
 def test_float64_is_not_served(x64):
     x, w = jnp.zeros((2, 8, 8, 32), jnp.float64), jnp.zeros((3, 3, 32, 16), jnp.float64)
     assert not ops.winograd_native_serves(x, w, (1, 1), (1, 1))

@@ -198,19 +198,34 @@ def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Call
     return plain(xp, delta, kernel_hw, strides, dilation), (None if plain_bias is None else plain_bias(delta))
 
 
-def conv_input_gradient(delta, kernel, padded_hw, strides, dilation, *, plain: Callable):
-    """dL/d(padded input) of a convolution (Eq. 1a's expansion): a fast kernel, else ``plain(delta, kernel, padded_hw, strides, dilation)``."""
+def conv_input_gradient(delta, kernel, padded_hw, strides, dilation, *, plain: Callable, interior=None):
+    """dL/d(padded input) of a convolution (Eq. 1a's expansion): a fast kernel, else ``plain(delta, kernel, padded_hw, strides, dilation)``.
+
+    ``interior=((top, left), (h, w))``: only that window of it (the gradient of the unpadded input of a
+    zero-padded convolution), which a kernel may compute without the border.
+    """
     k = current()
+    if interior is not None:
+        (top, left), (h, w) = interior
+        if not (0 <= top and 0 <= left and h > 0 and w > 0 and top + h <= padded_hw[0] and left + w <= padded_hw[1]):
+            raise ValueError(f"interior {interior} is not a window of the padded input {tuple(padded_hw)}")
+
+    def crop(g):
+        return g if interior is None else g[:, top:top + h, left:left + w]
+
     if banded_serves(kernel.shape, strides, dilation, k):
-        return direct.conv_input_gradient(delta, kernel, tuple(padded_hw), block=None, native=k.native)
+        return crop(direct.conv_input_gradient(delta, kernel, tuple(padded_hw), block=None, native=k.native))
     padded_input = jax.ShapeDtypeStruct((delta.shape[0], *padded_hw, kernel.shape[2]), jnp.result_type(delta, kernel))
     if (tuple(padded_hw) == (delta.shape[1] + kernel.shape[0] - 1, delta.shape[2] + kernel.shape[1] - 1)
             and winograd_native_serves(padded_input, kernel, strides, dilation, k)):
-        return winograd_native.input_gradient(delta, kernel, ((0, 0), (0, 0)), tuple(padded_hw))
+        if interior is None:
+            return winograd_native.input_gradient(delta, kernel, ((0, 0), (0, 0)), tuple(padded_hw))
+        pads = ((top, padded_hw[0] - top - h), (left, padded_hw[1] - left - w))
+        return winograd_native.input_gradient(delta, kernel, pads, (h, w))
     if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel.shape, strides, dilation,
                                                                 jnp.result_type(delta, kernel), k):
-        return winograd.input_gradient(delta, kernel, tuple(padded_hw))
-    return plain(delta, kernel, padded_hw, strides, dilation)
+        return crop(winograd.input_gradient(delta, kernel, tuple(padded_hw)))
+    return crop(plain(delta, kernel, padded_hw, strides, dilation))
 
 
 # --- dense ---

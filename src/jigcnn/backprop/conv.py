@@ -106,12 +106,13 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
     grads = {"kernel": dw}
     if "bias" in params:
         grads["bias"] = db
-    dxp = ops.conv_input_gradient(delta, kernel, xp.shape[1:3], s, d, plain=conv_input_gradient)
     h, w = x.shape[1:3]
     if layer.pad_mode == "edge":
+        dxp = ops.conv_input_gradient(delta, kernel, xp.shape[1:3], s, d, plain=conv_input_gradient)
         dx = fold_edge_padding(dxp, pads, h, w)
-    else:
-        dx = dxp[:, pads[0][0]: pads[0][0] + h, pads[1][0]: pads[1][0] + w]
+    else:  # zero padding: only the unpadded input's part of Eq. 1a's result is needed
+        dx = ops.conv_input_gradient(delta, kernel, xp.shape[1:3], s, d, plain=conv_input_gradient,
+                                     interior=((pads[0][0], pads[1][0]), (h, w)))
     record = {"input": x, "act_deriv": derivative(layer.activation, z, y, layer.activation_param),
               "delta": delta, "weight_grad": dw}
     return dx, grads, record
