@@ -12,6 +12,12 @@ goes through :mod:`jigcnn.fast` keep XLA's defaults (their dense weight gradient
 YNN dot; the hand-written IgNet step was 3x slower without it). A jaxlib that does not
 know the reduction fusion type gets :data:`NO_YNN_FUSION` instead.
 
+Measured again with the native Winograd kernels serving the wide 3x3 convolutions (2026-12-04, one
+process per setting, two rounds, samples/s): :data:`YNN_REDUCE_ONLY` against XLA's defaults
+vgg_small 1,115 / 1,118 against 1,025 / 1,092, thesis_cifar_cnn 1,090 / 1,207 against 1,064 / 1,154,
+thesis_fashion_cnn 1,333 / 1,458 against 1,391 / 1,329, resnet20 495 / 514 against 419 / 461: "auto"
+keeps choosing it for every net with a wide convolution.
+
 The options are passed per computation (``jax.jit(..., compiler_options=...)``), not
 process-wide through ``XLA_FLAGS``, so they never change other code in the process.
 """
@@ -52,9 +58,11 @@ def _convolutions(layers, shapes):
 
 
 def uses_xla_convolution(model, input_shape=None) -> bool:
-    """Whether some ``Conv2D`` of ``model`` (inside Serial / Residual / Parallel blocks too) runs XLA's convolution.
+    """Whether some ``Conv2D`` of ``model`` (inside Serial / Residual / Parallel blocks too) is a wide one.
 
-    That is, a convolution that no banded / native kernel of `jigcnn.ops` serves.
+    That is, a convolution that no banded / few-channel native kernel of `jigcnn.ops` serves: XLA's
+    convolution runs it, or (3x3, float32, channels multiples of 16) the native Winograd kernels; the
+    "auto" options were measured faster for both (module docstring).
     """
     from jigcnn import ops
 
