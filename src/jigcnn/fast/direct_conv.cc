@@ -470,23 +470,27 @@ inline void winograd_at(vf m0, vf m1, vf m2, vf m3, vf m4, vf m5, vf* y, int str
   y[3 * stride] = d12 + eight * d34 + m5;
 }
 
-// rows x (NV * 16) block of M = V U for one tile position: V (rows, cin) row-major, U (cin, c).
-template <int NV>
-inline void winograd_gemm_block(const float* v, const float* u, int64_t cin, int64_t c, float* m) {
+// One register block of the tile-position GEMMs: for r < kWinoRows rows and NV * 16 columns,
+// out[r][j] = (ACCUMULATE ? out[r][j] : 0) + sum_{k < depth} a[r * a_row + k * a_k] * b[k * b_stride + j].
+// The forward pass takes M = V U (a = V by rows, depth = Cin), the weight gradient dU += V^T dM
+// (a = V by columns, depth = the tiles).
+template <int NV, bool ACCUMULATE>
+inline void winograd_block(const float* a, int64_t a_row, int64_t a_k, const float* b, int64_t b_stride,
+                           int64_t depth, float* out, int64_t out_stride) {
   vf acc[kWinoRows][NV];
   for (int r = 0; r < kWinoRows; ++r)
-    for (int j = 0; j < NV; ++j) acc[r][j] = broadcast(0.0f);
-  for (int64_t k = 0; k < cin; ++k) {
-    vf uk[NV];
-    for (int j = 0; j < NV; ++j) uk[j] = load(u + k * c + j * kLanes);
+    for (int j = 0; j < NV; ++j) acc[r][j] = ACCUMULATE ? load(out + r * out_stride + j * kLanes) : broadcast(0.0f);
+  for (int64_t k = 0; k < depth; ++k) {
+    vf bk[NV];
+    for (int j = 0; j < NV; ++j) bk[j] = load(b + k * b_stride + j * kLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < kWinoRows; ++r) {
-      const vf s = broadcast(v[r * cin + k]);
-      for (int j = 0; j < NV; ++j) acc[r][j] += s * uk[j];
+      const vf s = broadcast(a[r * a_row + k * a_k]);
+      for (int j = 0; j < NV; ++j) acc[r][j] += s * bk[j];
     }
   }
   for (int r = 0; r < kWinoRows; ++r)
-    for (int j = 0; j < NV; ++j) store(m + r * c + j * kLanes, acc[r][j]);
+    for (int j = 0; j < NV; ++j) store(out + r * out_stride + j * kLanes, acc[r][j]);
 }
 
 // V = B^T d B of the 6x6 input patches of output tiles first .. first + count - 1 (tile g: sample
@@ -537,9 +541,9 @@ void winograd_task(const float* x, const float* u, float* y, int64_t h, int64_t 
         const float* vt = vbuf + (t * kWinoBlock + r0) * cin;
         float* mt = mbuf + (t * kWinoBlock + r0) * c + o;
         if (pair) {
-          winograd_gemm_block<2>(vt, ut + o, cin, c, mt);
+          winograd_block<2, false>(vt, cin, 1, ut + o, c, cin, mt, c);
         } else {
-          winograd_gemm_block<1>(vt, ut + o, cin, c, mt);
+          winograd_block<1, false>(vt, cin, 1, ut + o, c, cin, mt, c);
         }
       }
     }
@@ -612,25 +616,6 @@ inline void winograd_a(vf y0, vf y1, vf y2, vf y3, vf* m, int stride) {
   m[5 * stride] = y3;
 }
 
-// du (cin x c, row-major) += V^T dM over `count` tiles for 8 input channels x (NV * 16) maps
-template <int NV>
-inline void winograd_wg_block(const float* v, const float* dm, int64_t count, int64_t cin, int64_t c, float* du) {
-  vf acc[kWinoRows][NV];
-  for (int r = 0; r < kWinoRows; ++r)
-    for (int j = 0; j < NV; ++j) acc[r][j] = load(du + r * c + j * kLanes);
-  for (int64_t k = 0; k < count; ++k) {
-    vf dk[NV];
-    for (int j = 0; j < NV; ++j) dk[j] = load(dm + k * c + j * kLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < kWinoRows; ++r) {
-      const vf s = broadcast(v[k * cin + r]);
-      for (int j = 0; j < NV; ++j) acc[r][j] += s * dk[j];
-    }
-  }
-  for (int r = 0; r < kWinoRows; ++r)
-    for (int j = 0; j < NV; ++j) store(du + r * c + j * kLanes, acc[r][j]);
-}
-
 void winograd_wg_tiles(const float* x, const float* d, int64_t h, int64_t w, int64_t cin, int64_t c, int64_t ho,
                        int64_t wo, int64_t pad_top, int64_t pad_left, int64_t first, int64_t count, float* vbuf,
                        float* mbuf, float* du) {
@@ -658,9 +643,9 @@ void winograd_wg_tiles(const float* x, const float* d, int64_t h, int64_t w, int
     for (int64_t r0 = 0; r0 < cin; r0 += kWinoRows)
       for (int64_t o = 0; o < c; o += 2 * kLanes) {
         if (o + 2 * kLanes <= c) {
-          winograd_wg_block<2>(vt + r0, mt + o, count, cin, c, dut + r0 * c + o);
+          winograd_block<2, true>(vt + r0, 1, cin, mt + o, c, count, dut + r0 * c + o, c);
         } else {
-          winograd_wg_block<1>(vt + r0, mt + o, count, cin, c, dut + r0 * c + o);
+          winograd_block<1, true>(vt + r0, 1, cin, mt + o, c, count, dut + r0 * c + o, c);
         }
       }
   }
