@@ -160,7 +160,7 @@ def conv(x, kernel, bias, *, strides, padding, dilation):
         return fast_conv.conv_valid(x, kernel, bias, native=k.native)
     nonempty = all(int(d) > 0 for d in x.shape)
     if nonempty and winograd_native_serves(x, kernel, strides, dilation, k):
-        # 3x3, 16k channels, float32 on CPU: the fused native Winograd kernel (forward, input gradient)
+        # 3x3, 16k channels, float32 on CPU: the fused native Winograd kernels (forward and both gradients)
         z = winograd_native.conv(x, kernel, padding)
     elif nonempty and winograd_serves(kernel.shape, strides, dilation, jnp.result_type(x, kernel), k):
         # 3x3 with tens of channels on CPU: Winograd F(4x4, 3x3), its gradients as tile-domain GEMMs

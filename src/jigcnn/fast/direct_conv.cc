@@ -678,10 +678,17 @@ ffi::Error WinogradWeightGradientImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32
                         std::min<int64_t>(kWgBlock, tiles - first), vbuf.data(), mbuf.data(), sp + p * size);
     }
   });
+  // the partials added in order, element by element, in slices across the pool
   float* out = du->typed_data();
-  std::memcpy(out, sp, size * sizeof(float));
-  for (int64_t p = 1; p < partials; ++p)
-    for (int64_t i = 0; i < size; ++i) out[i] += sp[p * size + i];
+  constexpr int64_t kSlice = 16384;
+  parallel_for(pool, (size + kSlice - 1) / kSlice, [=](int64_t q) {
+    const int64_t lo = q * kSlice, hi = std::min<int64_t>(size, lo + kSlice);
+    for (int64_t i = lo; i < hi; ++i) {
+      float total = sp[i];
+      for (int64_t p = 1; p < partials; ++p) total += sp[p * size + i];
+      out[i] = total;
+    }
+  });
   return ffi::Error::Success();
 }
 

@@ -101,10 +101,16 @@ def kernel_transform(w):
     return _kernel_tiles(w, 4)
 
 
+def _kernel_tiles_t(du, m):
+    """The transpose of `_kernel_tiles`: G^T dU G, (t*t, Cin, Cout) -> (3, 3, Cin, Cout)."""
+    t = m + 2
+    g = jnp.asarray(MATRICES[m]["G"], du.dtype)
+    return jnp.einsum("ak,abio,bl->klio", g, du.reshape(t, t, *du.shape[1:]), g)
+
+
 def kernel_transform_transposed(du):
     """The transpose of `kernel_transform`: dw = G^T dU G, (36, Cin, C) -> (3, 3, Cin, C)."""
-    g = jnp.asarray(MATRICES[4]["G"], du.dtype)
-    return jnp.einsum("ak,abio,bl->klio", g, du.reshape(6, 6, *du.shape[1:]), g)
+    return _kernel_tiles_t(du, 4)
 
 
 def _output_tiles(mm, m, n, th, tw):
@@ -190,10 +196,7 @@ def tile_products(v, u):
 
 def tile_weight_gradient(v, dm, m=TILE):
     """dw = G^T (V^T dM) G: the weight gradient from the input tiles V and the delta tiles dM (Eq. 1)."""
-    t = m + 2
-    du = lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))))  # (t*t, Cin, Cout)
-    g = jnp.asarray(MATRICES[m]["G"], dm.dtype)
-    return jnp.einsum("ak,abio,bl->klio", g, du.reshape(t, t, *du.shape[1:]), g)
+    return _kernel_tiles_t(lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,)))), m)  # dU: (t*t, Cin, Cout)
 
 
 def tile_input_gradient(dm, u, n, th, tw, m=TILE):
