@@ -144,6 +144,34 @@ def test_ops_routes_wide_float32_3x3_convolutions_here():
     assert not ops.REFERENCE.winograd_native and ops.DEFAULT.winograd_native
 
 
+def test_sixteen_input_channels_run_here_not_on_the_banded_kernels():
+    """3x3 over 16 channels (144 taps) is the banded kernels' too; the Winograd kernels take it (measured faster)."""
+    from jigcnn.backprop.conv import conv_input_gradient as plain_input, conv_weight_gradient as plain_weight
+
+    x, w = jnp.zeros((2, 8, 8, 16), jnp.float32), jnp.zeros((3, 3, 16, 32), jnp.float32)
+    assert ops.banded_serves(w.shape, (1, 1), (1, 1)) and ops.winograd_native_serves(x, w, (1, 1), (1, 1))
+    pad = ((1, 1), (1, 1))
+
+    def step(x, w):
+        def loss(x, w):
+            return jnp.sum(ops.conv(x, w, None, strides=(1, 1), padding=pad, dilation=(1, 1)) ** 2)
+        delta = jnp.ones((2, 8, 8, 32), jnp.float32)
+        xp = jnp.pad(x, ((0, 0), *pad, (0, 0)))
+        return (jax.grad(loss, argnums=(0, 1))(x, w),
+                ops.conv_weight_gradient(xp, delta, (3, 3), (1, 1), (1, 1), plain=plain_weight),
+                ops.conv_input_gradient(delta, w, (10, 10), (1, 1), (1, 1), plain=plain_input,
+                                        interior=((1, 1), (8, 8))))
+
+    text = jax.jit(step).lower(x, w).as_text()
+    # forward and autodiff's input gradient, the hand-written input gradient; both weight gradients
+    assert text.count(TARGET) == 3 and text.count("jigcnn_direct_conv_winograd_weight_gradient") == 2
+    assert "jigcnn_direct_conv_forward" not in text and "jigcnn_direct_conv_input_gradient" not in text
+    with ops.using(winograd_native=False):  # a new function: jit's trace cache does not see the switch
+        text = jax.jit(lambda x, w: step(x, w)).lower(x, w).as_text()
+    assert TARGET not in text and "jigcnn_direct_conv_winograd_weight_gradient" not in text
+    assert "jigcnn_direct_conv_forward" in text and "jigcnn_direct_conv_input_gradient" in text
+
+
 @pytest.mark.parametrize("cin,cout", [(32, 16), (5, 7)])  # the Winograd kernel; XLA's plain formulation
 def test_ops_input_gradient_interior_is_the_window_of_the_padded_one(cin, cout):
     from jigcnn.backprop.conv import conv_input_gradient as plain

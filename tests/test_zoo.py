@@ -228,3 +228,25 @@ def test_resnet20_is_he_et_al_option_a():
     names = [r[0] for r in model.param_counts()]
     assert "stage2/block1/shortcut" in names and "stage3/block3/conv2" in names
     assert zoo.resnet20(shortcut="B").count_params()[0] == 272_474
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_resnet20_fast_variance_reaches_every_batch_norm(shortcut):
+    from jigcnn import zoo
+    from jigcnn.layers import BatchNorm
+
+    def norms(layers):
+        for layer in layers:
+            if isinstance(layer, BatchNorm):
+                yield layer
+            for attr in ("layers", "body", "shortcut", "branches"):
+                inner = getattr(layer, attr, None)
+                if inner is None or isinstance(inner, (str, bool)):
+                    continue
+                yield from norms(inner if isinstance(inner, (list, tuple)) else [inner])
+
+    plain, fast = zoo.resnet20(shortcut=shortcut), zoo.resnet20(shortcut=shortcut, fast_variance=True)
+    expected = 19 + (2 if shortcut == "B" else 0)  # after every conv: 1 + 3 stages x 3 blocks x 2 (+ 2 projections)
+    assert [n.fast_variance for n in norms(plain.layers)] == [False] * expected
+    assert [n.fast_variance for n in norms(fast.layers)] == [True] * expected
+    assert fast.count_params() == plain.count_params()

@@ -319,24 +319,27 @@ def vgg_small(classes: int = 10, *, input_shape=(32, 32, 3), widths=(32, 64, 128
     return Sequential(_head(layers, head_activation), input_shape=input_shape)
 
 
-def _resnet_block(width: int, strides: int, in_width: int, shortcut: str, initializer, name: str) -> Residual:
+def _resnet_block(width: int, strides: int, in_width: int, shortcut: str, initializer, name: str,
+                  fast_variance: bool) -> Residual:
     """He et al.'s basic block: conv 3x3 (stride) - BN - ReLU - conv 3x3 - BN, plus the shortcut, then ReLU."""
+    bn = dict(momentum=0.9, epsilon=1e-5, fast_variance=fast_variance)
     body = [Conv2D(width, 3, strides=strides, padding="same", bias="none", initializer=initializer, name="conv1"),
-            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn1"), Activation("relu", name="relu1"),
+            BatchNorm(**bn, name="bn1"), Activation("relu", name="relu1"),
             Conv2D(width, 3, padding="same", bias="none", initializer=initializer, name="conv2"),
-            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn2")]
+            BatchNorm(**bn, name="bn2")]
     short = None
     if strides != 1 or width != in_width:
         if shortcut == "A":
             short = IdentityShortcut(width, strides, name="shortcut")
         else:
             short = Serial([Conv2D(width, 1, strides=strides, bias="none", initializer=initializer, name="conv"),
-                            BatchNorm(momentum=0.9, epsilon=1e-5, name="bn")], name="shortcut")
+                            BatchNorm(**bn, name="bn")], name="shortcut")
     return Residual(body, shortcut=short, activation="relu", name=name)
 
 
 def resnet20(classes: int = 10, *, input_shape=(32, 32, 3), blocks: int = 3, widths=(16, 32, 64),
-             shortcut: str = "A", initializer="he_normal", head_activation: str | None = "softmax") -> Sequential:
+             shortcut: str = "A", initializer="he_normal", head_activation: str | None = "softmax",
+             fast_variance: bool = False) -> Sequential:
     """ResNet-20 for CIFAR-10 (He et al. 2016, Sec. 4.2): 269,722 trainable + 1,376 non-trainable (0.27M).
 
     conv 3x3 16 - BN - ReLU, then 3 stages of `blocks` basic blocks (16-32-64 maps; the first
@@ -344,15 +347,17 @@ def resnet20(classes: int = 10, *, input_shape=(32, 32, 3), blocks: int = 3, wid
     "A" (the paper's CIFAR choice): identity, subsampled and zero-padded where the shape changes;
     "B": a 1x1 strided conv + BN projection there (272,474 + 1,568). 6 * blocks + 2 layers deep
     (blocks=3: 20; 5: ResNet-32; 9: ResNet-56). Names read `stage2/block1/conv1`.
+    `fast_variance` is passed to every BatchNorm.
     """
     if shortcut not in ("A", "B"):
         raise ValueError(f"resnet20: shortcut must be 'A' (zero-padded identity) or 'B' (1x1 projection), got {shortcut!r}")
     layers = [Conv2D(widths[0], 3, padding="same", bias="none", initializer=initializer, name="conv1"),
-              BatchNorm(momentum=0.9, epsilon=1e-5, name="bn1"), Activation("relu", name="relu1")]
+              BatchNorm(momentum=0.9, epsilon=1e-5, fast_variance=fast_variance, name="bn1"),
+              Activation("relu", name="relu1")]
     in_width = widths[0]
     for i, width in enumerate(widths, start=1):
         stage = [_resnet_block(width, 2 if (i > 1 and b == 1) else 1, in_width if b == 1 else width, shortcut,
-                               initializer, f"block{b}") for b in range(1, blocks + 1)]
+                               initializer, f"block{b}", fast_variance) for b in range(1, blocks + 1)]
         layers.append(Serial(stage, name=f"stage{i}"))
         in_width = width
     layers += [GlobalAvgPool(name="pool"), Dense(classes, initializer=initializer, name="fc")]

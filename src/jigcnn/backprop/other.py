@@ -49,24 +49,27 @@ def avg_pool_backward(layer, params, state, cache, dy, *, delta=None):
 
 
 def batch_norm_forward(layer, params, state, x, *, train, key):
-    """Forward pass keeping the normalised input and the inverse standard deviation."""
+    """Forward pass keeping the input, the statistics it was normalised with and the inverse standard deviation."""
     y, new_state = layer.apply(params, state, x, train=train)
     mean, var = layer.batch_statistics(x) if train else (state["mean"], state["var"])
-    inv_std = 1.0 / jnp.sqrt(var + layer.epsilon)
-    return y, new_state, ((x - mean) * inv_std, inv_std, train)
+    # x itself (the previous layer's output, kept anyway) rather than a normalised copy: the
+    # backward pass recomputes x-hat inside its fused passes instead of reading one more array
+    return y, new_state, (x, mean, 1.0 / jnp.sqrt(var + layer.epsilon), train)
 
 
 def batch_norm_backward(layer, params, state, cache, dy, *, delta=None):
     """Batch norm: gradients of scale and offset, and the input gradient through the batch statistics."""
-    xhat, inv_std, train = cache
+    x, mean, inv_std, train = cache
     axes = tuple(range(dy.ndim - 1))
+    xhat = (x - mean) * inv_std
     grads = {"scale": jnp.sum(dy * xhat, axis=axes), "offset": jnp.sum(dy, axis=axes)}
-    dxhat = dy * params["scale"]
+    gain = params["scale"] * inv_std
     if not train:
-        return dxhat * inv_std, grads, {}
+        return dy * gain, grads, {}
+    # dL/dx = scale/sigma * (dy - mean(dy) - x-hat * mean(dy * x-hat)): the two sums are the
+    # offset's and the scale's gradients, so no further pass over the batch is needed
     m = dy.size // dy.shape[-1]
-    dx = inv_std / m * (m * dxhat - jnp.sum(dxhat, axis=axes) - xhat * jnp.sum(dxhat * xhat, axis=axes))
-    return dx, grads, {}
+    return gain * (dy - grads["offset"] / m - xhat * (grads["scale"] / m)), grads, {}
 
 
 def dropout_forward(layer, params, state, x, *, train, key):
