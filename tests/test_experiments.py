@@ -6,6 +6,7 @@ stand-in (generated into a temporary cache); the benchmarks use small slices of 
 (skipped when ../shared/data is absent).
 """
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -240,6 +241,10 @@ def test_typo_in_protocols_fails_within_seconds_naming_it_and_the_choices(tmp_pa
     ("cifar10", ["--label-smoothing", "1"], "--label-smoothing"),
     ("cifar10", ["--minutes", "0"], "--minutes: must be a finite number > 0, got 0.0"),
     ("cifar10", ["--weight-decay", "-1"], "--weight-decay: must be a finite number >= 0, got -1.0"),
+    ("cifar10", ["--widths", "32,x,64"], "--widths must be comma-separated integers (one per stage), got '32,x,64'"),
+    ("cifar10", ["--widths", "32,64"], "--widths must be three positive integers (one per stage), got (32, 64)"),
+    ("cifar10", ["--widths", "32,0,64"], "--widths must be three positive integers"),
+    ("cifar10", ["--widths", "32,64,128"], "--widths applies to vgg_small, resnet20, not to thesis_cifar_cnn"),
 ])
 def test_bad_arguments_fail_before_any_data_or_training(name, argv, needle, tmp_path):
     mod = importlib.import_module(f"experiments.{name}")
@@ -403,13 +408,34 @@ def test_cifar10_recipes_set_each_nets_batch_and_epochs(monkeypatch):
 
     got = {net: (r.batch_size, r.epochs) for net, r in cifar10.RECIPES.items()}
     assert got == {"vgg_small": (64, 10), "thesis_cifar_cnn": (128, 14), "resnet20": (128, 14)}
-    assert cifar10.describe(cifar10.RECIPES["vgg_small"], 0.1).startswith("batch 64, SGD Nesterov momentum 0.9")
+    assert cifar10.describe(cifar10.RECIPES["vgg_small"], 0.1).startswith("widths 32-96-192, batch 64, SGD Nesterov momentum 0.9")
     seen = {}
     monkeypatch.setattr(cifar10, "run", lambda **kw: seen.update(kw))
     assert cifar10.main(["--nets", "vgg_small"]) == 0
     assert seen["batch_size"] is None and seen["epochs"] is None
     cifar10.main(["--nets", "vgg_small", "--batch-size", "32", "--epochs", "3"])
     assert seen["batch_size"] == 32 and seen["epochs"] == 3
+
+
+@pytest.mark.parametrize("net, widths", [("vgg_small", (32, 96, 192)), ("resnet20", (16, 48, 96))])
+def test_cifar10_widths_reach_the_net_and_the_record(net, widths, tmp_path, shared_data_dir, monkeypatch):
+    """``--widths`` builds the zoo net with those widths (and the one-pass variance) and names them in the recipe."""
+    from experiments import cifar10
+    from jigcnn import zoo
+
+    class Built(Exception):
+        pass
+
+    def build(**kw):
+        raise Built(kw)
+
+    monkeypatch.setattr(zoo, net, build)
+    with pytest.raises(Built) as e:
+        cifar10.main(["--nets", net, "--widths", ",".join(map(str, widths)), "--quick", "--out", str(tmp_path / "o")])
+    assert e.value.args[0] == {"head_activation": None, "fast_variance": True, "widths": widths}
+    recipe = dataclasses.replace(cifar10.RECIPES[net], widths=widths)
+    assert cifar10.describe(recipe, 0.1).startswith(f"widths {'-'.join(map(str, widths))}, batch ")
+    assert not cifar10.describe(cifar10.RECIPES["thesis_cifar_cnn"], 0.1).startswith("widths")
 
 
 def test_cifar10_quick_resnet20_records_a_torch_reference_when_asked(tmp_path, shared_data_dir, monkeypatch):
@@ -537,6 +563,38 @@ def test_cifar10_step_recipe_decays_kernels_only():
     updates, _ = tx.update(zero, tx.init(params), params)
     assert float(updates["conv"]["kernel"][0]) == pytest.approx(-0.1 * 1e-4)  # -lr * wd * w, first step
     assert float(updates["bn"]["gamma"][0]) == 0.0
+
+
+def test_cifar10_probe_times_warm_steps_and_takes_their_median(monkeypatch):
+    """The probe compiles, runs `warmup` untimed steps, then times `steps` one by one; step_s is their median."""
+    import numpy as np
+    import optax
+
+    from experiments import cifar10
+    from jigcnn import Dense, Flatten, Sequential
+    import jigcnn.train
+
+    calls = []
+    real = jigcnn.train.make_train_step
+
+    def counting(*a, **k):
+        step = real(*a, **k)
+
+        def counted(*args):
+            calls.append(1)
+            return step(*args)
+        return counted
+
+    monkeypatch.setattr(jigcnn.train, "make_train_step", counting)
+    model = Sequential([Flatten(), Dense(3)], input_shape=(4, 4, 1))
+    x, y = np.zeros((16, 4, 4, 1), np.float32), np.zeros(16, np.int32)
+    pr = cifar10.probe(model, optax.sgd(0.1), "softmax_cross_entropy", x, y, 8, "autodiff", steps=4, warmup=2)
+    assert len(calls) == 1 + 2 + 4
+    assert pr["steps"] == 4 and pr["warmup"] == 2 and len(pr["step_times_s"]) == 4
+    assert pr["step_s"] == pytest.approx(float(np.median(pr["step_times_s"])), abs=1e-4)
+    assert pr["first_step_s"] > 0
+    with pytest.raises(ValueError, match="steps"):
+        cifar10.probe(model, optax.sgd(0.1), "softmax_cross_entropy", x, y, 8, "autodiff", steps=0)
 
 
 def test_cifar10_wall_clock_budget_plans_and_stops_after_the_last_epoch_that_fits():

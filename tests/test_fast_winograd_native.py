@@ -188,6 +188,24 @@ def test_ops_input_gradient_interior_is_the_window_of_the_padded_one(cin, cout):
         ops.conv_input_gradient(delta, w, (9, 11), (1, 1), (1, 1), plain=plain, interior=((1, 1), (9, 11)))
 
 
+@pytest.mark.parametrize("cin,cout", [(32, 16), (5, 7)])  # the Winograd kernel; XLA's plain formulation
+def test_ops_weight_gradient_of_the_unpadded_input_is_that_of_the_padded_one(cin, cout):
+    from jigcnn.backprop.conv import conv_weight_gradient as plain
+
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal((2, 7, 9, cin)), jnp.float32)
+    for pads in (((1, 1), (1, 1)), ((2, 0), (0, 2)), ((0, 0), (1, 1))):
+        xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        delta = jnp.asarray(rng.standard_normal((2, xp.shape[1] - 2, xp.shape[2] - 2, cout)), jnp.float32)
+        full, _ = ops.conv_weight_gradient(xp, delta, (3, 3), (1, 1), (1, 1), plain=plain)
+        got, _ = ops.conv_weight_gradient(xp, delta, (3, 3), (1, 1), (1, 1), plain=plain, unpadded=(x, pads))
+        _close(got, full)
+        _close(got, plain(xp, delta, (3, 3), (1, 1), (1, 1)))
+    for bad in (((1, 1), (1, 0)), ((1, 1),), ((-1, 3), (1, 1))):
+        with pytest.raises(ValueError, match="is not the padded input"):
+            ops.conv_weight_gradient(xp, delta, (3, 3), (1, 1), (1, 1), plain=plain, unpadded=(x, bad))
+
+
 def test_float64_is_not_served(x64):
     x, w = jnp.zeros((2, 8, 8, 32), jnp.float64), jnp.zeros((3, 3, 32, 16), jnp.float64)
     assert not ops.winograd_native_serves(x, w, (1, 1), (1, 1))

@@ -175,19 +175,31 @@ def conv(x, kernel, bias, *, strides, padding, dilation):
     return z if bias is None else z + bias
 
 
-def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Callable, plain_bias: Callable | None = None):
+def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Callable, plain_bias: Callable | None = None,
+                         unpadded=None):
     """(dL/dw, dL/db) of a convolution of the padded input `xp` for the deltas `delta` (Eqs. 1, 2).
 
     A fast kernel where one serves, else ``plain(xp, delta, kernel_hw, strides, dilation)`` and
-    ``plain_bias(delta)``; dL/db is None when `plain_bias` is None.
+    ``plain_bias(delta)``; dL/db is None when `plain_bias` is None. ``unpadded=(x, pads)``: `xp` is
+    `x` zero-padded by ``pads`` ((top, bottom), (left, right)), which a kernel may read instead,
+    the padding implied (the padded copy is then not made).
     """
     k = current()
     kernel_shape = (kernel_hw[0], kernel_hw[1], xp.shape[-1], delta.shape[-1])
     kernel_like = jax.ShapeDtypeStruct(kernel_shape, jnp.result_type(xp, delta))
+    if unpadded is not None:
+        x, pads = unpadded
+        pads = tuple(tuple(int(v) for v in p) for p in pads)
+        if (len(pads) != 2 or any(len(p) != 2 or min(p) < 0 for p in pads)
+                or x.shape[0] != xp.shape[0] or x.shape[-1] != xp.shape[-1]
+                or (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1])) != tuple(xp.shape[1:3])):
+            raise ValueError(f"unpadded: an input of shape {tuple(x.shape)} padded by {pads} is not the padded "
+                             f"input of shape {tuple(xp.shape)}")
     if (tuple(xp.shape[1:3]) == (delta.shape[1] + kernel_shape[0] - 1, delta.shape[2] + kernel_shape[1] - 1)
             and winograd_native_serves(xp, kernel_like, strides, dilation, k)):
-        return (winograd_native.weight_gradient(xp, delta, ((0, 0), (0, 0))),
-                None if plain_bias is None else plain_bias(delta))
+        dw = (winograd_native.weight_gradient(xp, delta, ((0, 0), (0, 0))) if unpadded is None
+              else winograd_native.weight_gradient(x, delta, pads))
+        return dw, None if plain_bias is None else plain_bias(delta)
     if banded_serves(kernel_shape, strides, dilation, k):
         if plain_bias is None:
             return direct.conv_weight_gradient(xp, delta, tuple(kernel_hw), block=None, with_bias=False,

@@ -99,7 +99,8 @@ def conv_backward(layer, params, state, cache, dy, *, delta=None):
     # pass's windows (a frozen bias's is dropped): cheaper than a separate pass over the deltas
     has_bias = "bias" in params or "bias" in state
     dw, db = ops.conv_weight_gradient(xp, delta, k, s, d, plain=conv_weight_gradient,
-                                      plain_bias=bias_gradient if has_bias else None)
+                                      plain_bias=bias_gradient if has_bias else None,
+                                      unpadded=None if layer.pad_mode == "edge" else (x, pads))
     m = layer.mask(kernel.shape[2])
     if m is not None:
         dw = dw * jnp.asarray(m, dw.dtype)
