@@ -164,3 +164,29 @@ def test_unfused_with_a_primal_predicate_can_be_transposed():
         (back,) = jax.linear_transpose(linear, t)(ct)  # the predicate reads p, not the linear v
         np.testing.assert_array_equal(np.asarray(back), np.asarray(ct.T))
     assert unfused(jnp.transpose, t, predicate_from=jnp.zeros((0,))).shape == (5, 3)
+
+
+@pytest.mark.parametrize("case", CASES + [(2, 9, 9, 3, 4, 3, 3, (2, 2), ((0, 0), (0, 0)), (1, 1)),
+                                          (2, 10, 10, 3, 4, 3, 3, (3, 3), ((0, 1), (0, 1)), (1, 1))])
+def test_weight_gradient_is_the_plain_one(case, x64):
+    """`weight_gradient` (the hand-written path's, through ops) equals lax's VJP in the kernel; rows no window reaches count nothing."""
+    x, w = _arrays(case)
+    strides, padding, dilation = case[7:]
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    y, vjp = jax.vjp(lambda w: _plain(xp, w, strides, ((0, 0), (0, 0)), dilation), w)
+    delta = jnp.asarray(np.random.default_rng(3).standard_normal(y.shape))
+    got = jax.jit(wc.weight_gradient, static_argnums=(2, 3, 4))(xp, delta, w.shape[:2], strides, dilation)
+    _close(got, vjp(delta)[0])
+
+
+def test_ops_weight_gradient_takes_the_wide_layout_for_strided_convolutions():
+    from jigcnn.backprop.conv import conv_weight_gradient as plain
+
+    xp, delta = jnp.zeros((2, 9, 9, 16), jnp.float32), jnp.zeros((2, 4, 4, 32), jnp.float32)
+
+    def text(**switches):
+        with ops.using(**switches):
+            return jax.jit(lambda xp, d: ops.conv_weight_gradient(xp, d, (3, 3), (2, 2), (1, 1), plain=plain)[0]
+                           ).lower(xp, delta).as_text()
+    assert "stablehlo.case" not in text(wide_conv=False)  # the plain Eq. 1 convolution, no barrier
+    assert "stablehlo.case" in text()  # the input transposed apart (fast.barrier: a conditional)

@@ -208,6 +208,10 @@ def conv_weight_gradient(xp, delta, kernel_hw, strides, dilation, *, plain: Call
     if all(int(d) > 0 for d in delta.shape) and winograd_serves(kernel_shape, strides, dilation,
                                                                 jnp.result_type(xp, delta), k):
         return winograd.weight_gradient(xp, delta), (None if plain_bias is None else plain_bias(delta))
+    if k.wide_conv and jax.default_backend() == "cpu" and all(int(d) > 0 for d in (*xp.shape, *delta.shape)):
+        # tens of channels on CPU (strided, dilated, 5x5, ...): the wide-conv layout (autodiff's weight gradient)
+        return (wide_conv.weight_gradient(xp, delta, kernel_hw, strides, dilation),
+                None if plain_bias is None else plain_bias(delta))
     return plain(xp, delta, kernel_hw, strides, dilation), (None if plain_bias is None else plain_bias(delta))
 
 

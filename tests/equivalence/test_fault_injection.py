@@ -114,6 +114,7 @@ KERNELS = [
     ("jigcnn.fast.dense", "weight_gradient", (F64, F32), ("fig5", "fig5_classes")),
     ("jigcnn.fast.pool", "max_pool", (F64,), ("lenet5",)),
     ("jigcnn.fast.wide_conv", "conv", (F64,), ("strided",)),
+    ("jigcnn.fast.wide_conv", "weight_gradient", (F64,), ("strided",)),  # the hand-written path's
     ("jigcnn.fast.winograd", "conv", (F64, F32), ("winograd",)),
     # Winograd runs the same code in float32; float32 is injected through its forward (above) and one gradient
     ("jigcnn.fast.winograd", "tile_products", (F64,), ("winograd",)),

@@ -15,6 +15,11 @@ chain is computed once and the copy is a plain transpose. Reverse mode transpose
 term, so the weight gradient reads the saved (H, W, C, N) array; the forward pass and the
 input gradient are XLA's own. Values are those of the plain convolution
 (tests/test_fast_wide_conv.py); forward mode works too.
+
+:func:`weight_gradient` is that weight gradient on its own (the transpose of the same term), for
+the hand-written backward pass: Eq. 1 written as one convolution over the samples made XLA fuse the
+transposing copy with batch norm and ReLU in the same slow way (51.6 ms of a 214 ms ResNet-20 step
+for its first stride-2 layer alone).
 """
 
 from __future__ import annotations
@@ -67,3 +72,18 @@ def _conv_jvp(strides, padding, dilation, primals, tangents):
     if dy is None:
         dy = jnp.zeros_like(y)
     return y, dy
+
+
+def weight_gradient(xp: jax.Array, delta: jax.Array, kernel_hw, strides, dilation) -> jax.Array:
+    """dL/dw (kh, kw, Cin, C) of ``conv(xp, w, strides, VALID, dilation)`` for the deltas `delta` (Eq. 1).
+
+    The transpose, in the kernel, of the tangent term above: it reads `xp` transposed apart to (H, W, C, N).
+    """
+    kernel = jax.ShapeDtypeStruct((*tuple(kernel_hw), xp.shape[-1], delta.shape[-1]), jnp.result_type(xp, delta))
+    xt = transposed_input(xp)
+
+    def term(dw):
+        return lax.conv_general_dilated(xt, dw, tuple(strides), ((0, 0), (0, 0)), rhs_dilation=tuple(dilation),
+                                        dimension_numbers=("HWCN", "HWIO", "NHWC"))
+
+    return jax.linear_transpose(term, kernel)(delta.astype(kernel.dtype))[0]
