@@ -75,7 +75,7 @@ DEFAULT_EPOCHS = 14
 # augmentation, the host-to-device copies and the load of a long run are not in the probe. The warmed-up
 # probe (2026-12-04, load ~1) gives ResNet-20 0.149 s/step, an estimate of 62.2 s per epoch, against 77.8 s
 # per epoch in the recorded 60-minute run (results/cifar10, load ~2): 1.25x; vgg_small 69.7 s against
-# 71.5 s (1.03x). The planner divides by the larger; the WallClockBudget stop stays the backstop. (The
+# 71.5 s (1.03x). The planner scales its estimate by the larger; the WallClockBudget stop stays the backstop. (The
 # earlier 3-step probe read 0.209 s/step, the first steps after compiling being slow, and with 1.08 here
 # planned 38 epochs of the 46 that fitted.)
 EPOCH_OVERHEAD = 1.25
@@ -143,7 +143,7 @@ def check_widths(widths, nets) -> tuple:
     other = [n for n in nets if n not in WIDTH_NETS]
     if other:
         raise common.UserError(f"--widths applies to {', '.join(WIDTH_NETS)}, not to {', '.join(other)}; "
-                         f"run those with --nets apart")
+                               f"run those with --nets apart")
     return widths
 
 

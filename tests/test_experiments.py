@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import time
 import pathlib
 
 import pytest
@@ -582,6 +583,8 @@ def test_cifar10_probe_times_warm_steps_and_takes_their_median(monkeypatch):
 
         def counted(*args):
             calls.append(1)
+            if len(calls) in (2, 4):  # a warm-up step and the first timed one run slow
+                time.sleep(0.3)
             return step(*args)
         return counted
 
@@ -592,6 +595,7 @@ def test_cifar10_probe_times_warm_steps_and_takes_their_median(monkeypatch):
     assert len(calls) == 1 + 2 + 4
     assert pr["steps"] == 4 and pr["warmup"] == 2 and len(pr["step_times_s"]) == 4
     assert pr["step_s"] == pytest.approx(float(np.median(pr["step_times_s"])), abs=1e-4)
+    assert max(pr["step_times_s"]) >= 0.3 and pr["step_s"] < 0.1  # the slow timed step is not the median
     assert pr["first_step_s"] > 0
     with pytest.raises(ValueError, match="steps"):
         cifar10.probe(model, optax.sgd(0.1), "softmax_cross_entropy", x, y, 8, "autodiff", steps=0)

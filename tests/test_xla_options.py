@@ -7,7 +7,8 @@ import pytest
 
 from jigcnn import Conv2D, Dense, Flatten, MaxPool, Sequential, zoo
 from jigcnn.train import fit, make_train_step
-from jigcnn import xla_options
+from jigcnn import ops, xla_options
+from jigcnn.fast import native
 from jigcnn.xla_options import NO_YNN_FUSION, YNN_REDUCE_ONLY, resolve_compiler_options, uses_xla_convolution
 
 
@@ -47,6 +48,11 @@ def test_auto_sees_convolutions_nested_in_graph_blocks():
         return Conv2D(features=24, kernel_size=3, padding="same", name=name)
 
     assert not uses_xla_convolution(net(Serial([narrow()], name="s")))  # the control: served convolutions only
+    if native.available():  # 3x3 over 16 channels: 144 taps, which the banded kernels serve, but Winograd takes it
+        sixteen = Sequential([Conv2D(16, 3, padding="same"), Conv2D(16, 3, padding="same")], input_shape=(8, 8, 1))
+        assert uses_xla_convolution(sixteen)
+        with ops.using(winograd_native=False):
+            assert not uses_xla_convolution(sixteen)
     assert not uses_xla_convolution(net(Residual([narrow()], shortcut=narrow("proj"))))
     for block in (Serial([Serial([wide()], name="inner")], name="outer"),
                   Residual([narrow(), wide()]),

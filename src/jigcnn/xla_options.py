@@ -28,6 +28,7 @@ import functools
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 NO_YNN_FUSION = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -69,7 +70,10 @@ def uses_xla_convolution(model, input_shape=None) -> bool:
     shapes = model.shapes(input_shape)
     for layer, in_shape in _convolutions(model.layers, shapes[:-1]):
         k, s, d, _, _ = layer.geometry(in_shape)
-        if not ops.banded_serves((k[0], k[1], in_shape[-1], int(layer.features)), s, d):
+        kernel = jax.ShapeDtypeStruct((k[0], k[1], in_shape[-1], int(layer.features)), jnp.float32)
+        # the native Winograd kernels take some convolutions the banded ones also serve (16 input channels)
+        if (not ops.banded_serves(kernel.shape, s, d)
+                or ops.winograd_native_serves(jax.ShapeDtypeStruct((1, *in_shape), jnp.float32), kernel, s, d)):
             return True
     return False
 
