@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from jigcnn import prng
 from jigcnn.atomic import write_bytes_atomic
 
 
@@ -112,8 +113,8 @@ def _warp(key, image, p, fill):
 
 def _noise(key, image, p):
     km, kv = jax.random.split(key)
-    mask = jax.random.uniform(km, image.shape[:2] + (1,)) < p["npo"]
-    vals = jax.random.uniform(kv, image.shape, minval=-1.0, maxval=1.0) * (p["nl"] * (p["hi"] - p["lo"]))
+    mask = prng.uniform(km, image.shape[:2] + (1,)) < p["npo"]
+    vals = prng.uniform(kv, image.shape, minval=-1.0, maxval=1.0) * (p["nl"] * (p["hi"] - p["lo"]))
     # Only noised pixels are clipped: with noising off the warp's output passes unchanged.
     return jnp.where(mask, jnp.clip(image + vals, p["lo"], p["hi"]), image)
 
@@ -237,11 +238,11 @@ def flip_crop(pad: int = 4, flip: bool = True):
         kf, kc = jax.random.split(key)
         n, h, w, c = x.shape
         if flip:
-            f = jax.random.bernoulli(kf, 0.5, (n, 1, 1, 1))
+            f = prng.bernoulli(kf, 0.5, (n, 1, 1, 1))
             x = jnp.where(f, x[:, :, ::-1, :], x)
         if pad:
             xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-            off = jax.random.randint(kc, (n, 2), 0, 2 * pad + 1)
+            off = prng.randint(kc, (n, 2), 0, 2 * pad + 1)
             x = jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c)))(xp, off)
         return x
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jigcnn import prng
 from jigcnn.activations import activation_param, check_activation, get_activation
 from jigcnn.layers.base import Layer
 
@@ -69,11 +70,11 @@ class Dropout(Layer):
             raise self.error("train=True with rate > 0 needs a PRNG key: apply(..., train=True, key=key)")
         shard = _BATCH_SHARD.get()
         if shard is None:
-            return jax.random.bernoulli(key, 1.0 - self.rate, shape)
+            return prng.bernoulli(key, 1.0 - self.rate, shape)
         # one shard of a data-parallel batch (see batch_shard): the whole batch's mask, this shard's rows,
         # so the masks are those of one device running the whole batch
         axis, count = shard
-        full = jax.random.bernoulli(key, 1.0 - self.rate, (shape[0] * count, *shape[1:]))
+        full = prng.bernoulli(key, 1.0 - self.rate, (shape[0] * count, *shape[1:]))
         return jax.lax.dynamic_slice_in_dim(full, jax.lax.axis_index(axis) * shape[0], shape[0], axis=0)
 
     def apply(self, params, state, x, *, train=False, key=None):

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from optax.transforms import MaskedNode
 
+from jigcnn import prng
 from jigcnn.optim.select import (
     Rate,
     Where,
@@ -93,7 +94,7 @@ def _draw_masks(key, rates, like):
     rate_leaves = treedef.flatten_up_to(rates)
     keys = jax.random.split(key, max(len(leaves), 1))
     masks = [
-        jnp.ones((), bool) if r == 0.0 else jax.random.bernoulli(k, 1.0 - r, jnp.shape(x))
+        jnp.ones((), bool) if r == 0.0 else prng.bernoulli(k, 1.0 - r, jnp.shape(x))
         for k, r, x in zip(keys, rate_leaves, leaves)
     ]
     return treedef.unflatten(masks)
