@@ -71,10 +71,13 @@ def _calls(fn, *args, target="jigcnn_direct_conv"):
 # (N, H, W, Cout, kh, kw, Cin): IgNet's first conv, LeNet-5's, two groups of 16 maps with a partial
 # one, a non-square kernel, rows shorter than one 8-position tile, few maps on rows of exactly 16
 # columns; with several input channels LeNet-5's second conv, few maps, a partial group and a
-# non-square kernel, 3x3
+# non-square kernel, 3x3; few maps (vectorised over columns): rows of three column vectors with a
+# 5x5 kernel over two channels, one map with a 7x4 kernel (accumulators in memory), 15 maps (two
+# blocks of maps in the forward pass) on rows shorter than one vector
 SHAPES = [(3, 58, 36, 16, 5, 5, 1), (2, 32, 32, 6, 5, 5, 1), (2, 9, 14, 20, 3, 3, 1), (3, 7, 9, 33, 4, 2, 1),
           (2, 6, 6, 16, 2, 2, 1), (2, 12, 20, 3, 3, 5, 1),
-          (2, 14, 14, 16, 5, 5, 6), (2, 10, 12, 6, 3, 3, 3), (2, 9, 11, 33, 4, 2, 2), (3, 8, 8, 16, 3, 3, 3)]
+          (2, 14, 14, 16, 5, 5, 6), (2, 10, 12, 6, 3, 3, 3), (2, 9, 11, 33, 4, 2, 2), (3, 8, 8, 16, 3, 3, 3),
+          (2, 12, 40, 5, 5, 5, 2), (3, 9, 21, 1, 7, 4, 1), (2, 11, 13, 15, 3, 3, 1)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -201,9 +204,10 @@ def test_serves_false_takes_the_xla_formulation(monkeypatch):
         _close(g, w)
 
 
-def test_deterministic_and_independent_of_batch_split():
-    """40 samples are summed in three fixed chunks: bit-identical on every call."""
-    x, k, _, d = _arrays(40, 20, 20, 16, 5, 5, seed=3)
+@pytest.mark.parametrize("maps", [16, 6])
+def test_deterministic_and_independent_of_batch_split(maps):
+    """40 samples are summed in three fixed chunks: bit-identical on every call (map vectors or, with few maps, column vectors)."""
+    x, k, _, d = _arrays(40, 20, 20, maps, 5, 5, seed=3)
     wg = jax.jit(lambda x, d: native._ffi_weight_gradient(x, d, 5, 5))
     first = wg(x, d)
     for _ in range(3):

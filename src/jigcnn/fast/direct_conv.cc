@@ -13,8 +13,8 @@
 // the forward keeps P output positions' accumulators in registers and broadcasts each input
 // value against a vector of kernel taps; the weight gradient keeps all KH*KW tap accumulators
 // of one input channel in registers and streams the deltas once per input channel. With fewer
-// than 16 maps the weight gradient is vectorised over 16 output columns instead, so that no lane
-// runs empty. A single input channel has its own instantiations (CIN = 1: unit strides). Samples
+// than 16 maps both are vectorised over 16 output columns instead, so that no lane runs empty
+// (LeNet-5's first conv has 6 maps: 10 of 16 lanes were idle). A single input channel has its own instantiations (CIN = 1: unit strides). Samples
 // are split across XLA's intra-op thread pool; each worker's partial weight gradient is summed at
 // the end in a fixed order, so results do not depend on the thread schedule.
 
@@ -208,47 +208,157 @@ void weight_gradient_part(const float* x, const float* d, int64_t n0, int64_t n1
   weight_gradient_sized<0>(x, d, n0, n1, h, wd, cin, ci, kh, kw, c, g, dw, db);
 }
 
-// Fewer than 16 maps: vectorised over 16 output columns instead (the map vectors would run part
-// empty). Partial sums of samples [n0, n1): dw (KH*KW*CIN*C) then db (C). Each output row's deltas
-// are transposed to (map, column) and each input row's channel copied with zeros past its end, so
-// the vectors past the row's last column multiply zeros.
+// Fewer than 16 maps: the forward pass and the weight gradient are vectorised over 16 output
+// columns instead (the map vectors would run part empty). Each sample's input is first copied
+// channel by channel into rows of `few_maps_stride` floats with zeros past the row's end, so a
+// vector load at any column of a row stays inside it and reads zeros beyond the input.
+inline int64_t few_maps_stride(int64_t wo, int64_t kw) {
+  return (wo + kLanes - 1) / kLanes * kLanes + kw - 1;
+}
+
+// xr[(ci * h + r) * stride + k] = x[(r * wd + k) * cin + ci] of one sample, zeros for k >= wd.
+void few_maps_rows(const float* x, int64_t h, int64_t wd, int64_t cin, int64_t stride, std::vector<float>& xr) {
+  xr.resize(cin * h * stride);
+  for (int64_t ci = 0; ci < cin; ++ci)
+    for (int64_t r = 0; r < h; ++r) {
+      float* dst = xr.data() + (ci * h + r) * stride;
+      const float* src = x + r * wd * cin + ci;
+      if (cin == 1) {
+        std::memcpy(dst, src, wd * sizeof(float));
+      } else {
+        for (int64_t k = 0; k < wd; ++k) dst[k] = src[k * cin];
+      }
+      std::fill(dst + wd, dst + stride, 0.0f);
+    }
+}
+
+// Forward pass of one sample for the CB maps from o0: for each block of 16 output columns, one
+// accumulator per map in registers, each input vector loaded once for CB multiply-adds; the block
+// is written back transposed to (column, map).
+template <int CB>
+void forward_few_maps_block(const float* xr, int64_t stride, int64_t h, int64_t ho, int64_t wo, int64_t cin,
+                            int64_t kh, int64_t kw, const float* w, int64_t c, int64_t o0, const float* b,
+                            float* y) {
+  const int64_t nv = (wo + kLanes - 1) / kLanes;
+  float out[CB][kLanes];
+  for (int64_t i = 0; i < ho; ++i) {
+    for (int64_t v = 0; v < nv; ++v) {
+      vf acc[CB];
+      for (int k = 0; k < CB; ++k) acc[k] = broadcast(b[o0 + k]);
+      for (int64_t a = 0; a < kh; ++a)
+        for (int64_t cc = 0; cc < kw; ++cc)
+          for (int64_t ci = 0; ci < cin; ++ci) {
+            const vf xv = load(xr + (ci * h + i + a) * stride + v * kLanes + cc);
+            const float* taps = w + ((a * kw + cc) * cin + ci) * c + o0;
+#pragma GCC unroll 8
+            for (int k = 0; k < CB; ++k) acc[k] += xv * broadcast(taps[k]);
+          }
+      for (int k = 0; k < CB; ++k) store(out[k], acc[k]);
+      const int64_t cols = std::min<int64_t>(kLanes, wo - v * kLanes);
+      float* dst = y + (i * wo + v * kLanes) * c + o0;
+      for (int64_t l = 0; l < cols; ++l)
+        for (int k = 0; k < CB; ++k) dst[l * c + k] = out[k][l];
+    }
+  }
+}
+
+void forward_few_maps_sample(const float* x, int64_t h, int64_t wd, int64_t cin, int64_t kh, int64_t kw, int64_t c,
+                             const float* w, const float* b, float* y) {
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1, stride = few_maps_stride(wo, kw);
+  thread_local std::vector<float> xr;
+  few_maps_rows(x, h, wd, cin, stride, xr);
+  for (int64_t o0 = 0; o0 < c; o0 += 8) {
+    const float* t = xr.data();
+    switch (std::min<int64_t>(8, c - o0)) {
+      case 1: forward_few_maps_block<1>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 2: forward_few_maps_block<2>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 3: forward_few_maps_block<3>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 4: forward_few_maps_block<4>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 5: forward_few_maps_block<5>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 6: forward_few_maps_block<6>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      case 7: forward_few_maps_block<7>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+      default: forward_few_maps_block<8>(t, stride, h, ho, wo, cin, kh, kw, w, c, o0, b, y); break;
+    }
+  }
+}
+
+// Weight gradient of one sample added to acc ((KH*KW*CIN*C) vectors, tap-major) and accb (C vectors).
+// Each map's deltas are transposed to (row, column block) with zeros past the row's end; then per
+// input channel and map the KH*KW tap accumulators stay in registers (KH, KW known at compile time;
+// 0: the runtime kh x kw, accumulators in memory) while the rows stream by.
+template <int KH, int KW>
+void weight_gradient_few_maps_sample(const float* x, const float* d, int64_t h, int64_t wd, int64_t cin,
+                                     int64_t kh_any, int64_t kw_any, int64_t c, vf* acc, vf* accb) {
+  const int64_t kh = KH ? KH : kh_any, kw = KW ? KW : kw_any;
+  const int64_t ho = h - kh + 1, wo = wd - kw + 1, nv = (wo + kLanes - 1) / kLanes;
+  const int64_t stride = few_maps_stride(wo, kw);
+  thread_local std::vector<float> xr;
+  thread_local std::vector<vf> dt;
+  few_maps_rows(x, h, wd, cin, stride, xr);
+  dt.resize(c * ho * nv);
+  for (int64_t o = 0; o < c; ++o)
+    for (int64_t i = 0; i < ho; ++i) {
+      float* dst = reinterpret_cast<float*>(dt.data() + (o * ho + i) * nv);
+      const float* src = d + i * wo * c + o;
+      for (int64_t j = 0; j < wo; ++j) dst[j] = src[j * c];
+      for (int64_t j = wo; j < nv * kLanes; ++j) dst[j] = 0.0f;
+    }
+  for (int64_t o = 0; o < c; ++o)
+    for (int64_t t = 0; t < ho * nv; ++t) accb[o] += dt[o * ho * nv + t];
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    for (int64_t o = 0; o < c; ++o) {
+      vf reg[KH ? KH * KW : 1];
+      vf* at = KH ? reg : acc;  // runtime sizes: accumulate in place, (tap, ci, o) strided
+      const int64_t at_stride = KH ? 1 : cin * c;
+      const int64_t at_base = KH ? 0 : ci * c + o;
+      if (KH) {
+#pragma GCC unroll 64
+        for (int64_t t = 0; t < kh * kw; ++t) reg[t] = acc[(t * cin + ci) * c + o];
+      }
+      const vf* dv_o = dt.data() + o * ho * nv;
+      // input row r meets the deltas of output rows r - a: its kw shifted vectors are loaded once
+      // for all the taps they meet
+      for (int64_t r = 0; r < h; ++r) {
+        const float* row = xr.data() + (ci * h + r) * stride;
+        for (int64_t v = 0; v < nv; ++v) {
+          vf xv[KW ? KW : 1];
+          if (KW) {
+#pragma GCC unroll 16
+            for (int64_t cc = 0; cc < kw; ++cc) xv[cc] = load(row + v * kLanes + cc);
+          }
+#pragma GCC unroll 16
+          for (int64_t a = 0; a < kh; ++a) {
+            const int64_t i = r - a;
+            if (i < 0 || i >= ho) continue;
+            const vf dv = dv_o[i * nv + v];
+#pragma GCC unroll 16
+            for (int64_t cc = 0; cc < kw; ++cc)
+              at[at_base + (a * kw + cc) * at_stride] += (KW ? xv[cc] : load(row + v * kLanes + cc)) * dv;
+          }
+        }
+      }
+      if (KH) {
+#pragma GCC unroll 64
+        for (int64_t t = 0; t < kh * kw; ++t) acc[(t * cin + ci) * c + o] = reg[t];
+      }
+    }
+  }
+}
+
+// Partial sums of samples [n0, n1) with fewer than 16 maps: dw (KH*KW*CIN*C) then db (C).
 void weight_gradient_few_maps(const float* x, const float* d, int64_t n0, int64_t n1, int64_t h, int64_t wd,
                               int64_t cin, int64_t kh, int64_t kw, int64_t c, float* out) {
   const int64_t ho = h - kh + 1, wo = wd - kw + 1;
-  const int64_t nv = (wo + kLanes - 1) / kLanes;
-  std::vector<vf> dt(c * nv), acc(kh * kw * cin * c, vf{}), accb(c, vf{});
-  std::vector<float> xrow(nv * kLanes + kw - 1, 0.0f);
+  std::vector<vf> acc(kh * kw * cin * c, vf{}), accb(c, vf{});
   for (int64_t n = n0; n < n1; ++n) {
-    for (int64_t i = 0; i < ho; ++i) {
-      const float* dr = d + (n * ho + i) * wo * c;
-      for (int64_t o = 0; o < c; ++o) {
-        float col[kLanes];
-        for (int64_t v = 0; v < nv; ++v) {
-          for (int64_t l = 0; l < kLanes; ++l) {
-            const int64_t j = v * kLanes + l;
-            col[l] = j < wo ? dr[j * c + o] : 0.0f;
-          }
-          dt[o * nv + v] = load(col);
-          accb[o] += dt[o * nv + v];
-        }
-      }
-      for (int64_t a = 0; a < kh; ++a) {
-        const float* xr = x + (n * h + i + a) * wd * cin;
-        for (int64_t ci = 0; ci < cin; ++ci) {
-          if (cin == 1) {
-            std::memcpy(xrow.data(), xr, wd * sizeof(float));
-          } else {
-            for (int64_t k = 0; k < wd; ++k) xrow[k] = xr[k * cin + ci];
-          }
-          for (int64_t cc = 0; cc < kw; ++cc) {
-            vf* at = acc.data() + ((a * kw + cc) * cin + ci) * c;
-            for (int64_t v = 0; v < nv; ++v) {
-              const vf xv = load(xrow.data() + v * kLanes + cc);
-              for (int64_t o = 0; o < c; ++o) at[o] += xv * dt[o * nv + v];
-            }
-          }
-        }
-      }
+    const float* xs = x + n * h * wd * cin;
+    const float* ds = d + n * ho * wo * c;
+    if (kh == 5 && kw == 5) {
+      weight_gradient_few_maps_sample<5, 5>(xs, ds, h, wd, cin, kh, kw, c, acc.data(), accb.data());
+    } else if (kh == 3 && kw == 3) {
+      weight_gradient_few_maps_sample<3, 3>(xs, ds, h, wd, cin, kh, kw, c, acc.data(), accb.data());
+    } else {
+      weight_gradient_few_maps_sample<0, 0>(xs, ds, h, wd, cin, kh, kw, c, acc.data(), accb.data());
     }
   }
   for (int64_t t = 0; t < kh * kw * cin * c; ++t) out[t] = hsum(acc[t]);
@@ -331,12 +441,20 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   auto xd = x.dimensions();
   if (xd[3] != cin) return ffi::Error::InvalidArgument("w's input channels differ from x's");
   const int64_t n = xd[0], h = xd[1], wd = xd[2], ho = h - kh + 1, wo = wd - kw + 1;
+  const float* xp = x.typed_data();
+  float* yp = y->typed_data();
+  if (c < kLanes) {
+    const float* wp = w.typed_data();
+    const float* bp = b.typed_data();
+    parallel_for(pool, n, [=](int64_t s) {
+      forward_few_maps_sample(xp + s * h * wd * cin, h, wd, cin, kh, kw, c, wp, bp, yp + s * ho * wo * c);
+    });
+    return ffi::Error::Success();
+  }
   const int64_t groups = (c + kLanes - 1) / kLanes;
   std::vector<float> taps = padded_taps(w.typed_data(), kh * kw * cin, c, groups);
   std::vector<float> bias(groups * kLanes, 0.0f);
   std::memcpy(bias.data(), b.typed_data(), c * sizeof(float));
-  const float* xp = x.typed_data();
-  float* yp = y->typed_data();
   parallel_for(pool, n, [=, &taps, &bias](int64_t s) {
     const float* xs = xp + s * h * wd * cin;
     float* ys = yp + s * ho * wo * c;
