@@ -72,8 +72,8 @@ class NetSpec:
 
 # the paper's nets (IgNet Fig. 5, LeNet-5) as the earlier benches ran them; the wide nets as their
 # experiments train them: experiments/cifar10.py (batch 128, SGD Nesterov 0.9 on a one-cycle schedule
-# peaking at 0.1, weight decay 5e-4 on the kernels, vgg_small with fast_variance) and
-# experiments/fashion_mnist.py (batch 64, Adam on a one-cycle cosine, peak 2e-3). Every row's loss is
+# peaking at 0.1, weight decay 5e-4 on the kernels, every net with fast_variance) and
+# experiments/fashion_mnist.py (batch 64, Adam on a one-cycle cosine, peak 2e-3, fast_variance). Every row's loss is
 # softmax cross-entropy on integer labels: cifar10's label smoothing (element-wise work on the
 # (batch, 10) logits) has no hand-written gradient in jigcnn, so the manual contender could not run it.
 NETS = {
@@ -118,6 +118,8 @@ def build_model(net: str):
     if net == "resnet20":
         # option A shortcuts and the one-pass batch-norm variance, as the experiment trains it
         return zoo.resnet20(CLASSES, head_activation=None, fast_variance=True)
+    if net in ("thesis_cifar_cnn", "thesis_fashion_cnn"):  # the one-pass variance, as their experiments train them
+        return getattr(zoo, net)(CLASSES, head_activation=None, fast_variance=True)
     return getattr(zoo, net)(CLASSES, head_activation=None)
 
 

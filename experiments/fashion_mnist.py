@@ -2,10 +2,11 @@
 (the thesis: validation accuracy about 0.9).
 
     PYTHONPATH=src python -m experiments.fashion_mnist [--out results/fashion_mnist] [--data-dir ../shared/data]
-        [--seed 0] [--quick] [--epochs 5] [--batch-size 64] [--lr 0.002] [--crop-pad 0]
+        [--seed 0] [--quick] [--epochs 5] [--batch-size 64] [--lr 0.002] [--crop-pad 0] [--no-fast-variance]
 
 Net: ``jigcnn.zoo.thesis_fashion_cnn`` (thesis Sec. 5.2.2: 2x [conv-BN, conv-BN, maxpool, dropout 0.25],
-FC 64, dropout, FC 10; 267,178 parameters). Adam with a one-cycle cosine schedule, batch 64, inputs
+FC 64, dropout, FC 10; 267,178 parameters; batch norm with the one-pass variance E[x^2]-E[x]^2 unless
+``--no-fast-variance``). Adam with a one-cycle cosine schedule, batch 64, inputs
 standardised, random left-right flips (and ``--crop-pad`` pixel padded random crops, off by default: in a
 5-epoch budget they cost more fitting than they give back; 7 epochs reach ~92.8% in ~10 min); 60,000 training images, test accuracy on
 the 10,000 test images after every epoch; time-to-88/90/92% reported.
@@ -24,7 +25,7 @@ THRESHOLDS = (0.88, 0.90, 0.92)
 
 
 def run(out=None, data_dir=None, seed=0, quick=False, epochs=5, batch_size=64, lr=2e-3, crop_pad=0,
-        torch_reference=None, argv=None, verbose=True) -> dict:
+        fast_variance=True, torch_reference=None, argv=None, verbose=True) -> dict:
     """Run the experiment, write ``<out>/results.json`` and the plot, print the summary; return the results.
 
     ``torch_reference``: measure PyTorch's vgg_small step rate before and after the training
@@ -40,6 +41,8 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=5, batch_size=64, l
     common.check_int("--batch-size", batch_size, 1)
     common.check_float("--lr", lr, gt=0)
     common.check_int("--crop-pad", crop_pad, 0)
+    if not isinstance(fast_variance, bool):
+        raise ValueError(f"fast_variance must be a bool, got {fast_variance!r}")
     common.check_dir("--data-dir", data_dir)
     out = common.prepare_output(NAME, out, quick)
     ddir = common.benchmark_data_dir(data_dir)
@@ -52,7 +55,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=5, batch_size=64, l
     torch_refs = {"start": common.torch_reference()} if measure_torch else None
     if verbose and torch_refs:
         print("  " + common.torch_reference_line(torch_refs), flush=True)
-    model = zoo.thesis_fashion_cnn(head_activation=None)
+    model = zoo.thesis_fashion_cnn(head_activation=None, fast_variance=fast_variance)
     steps = epochs * (len(ytr) // batch_size)
     tx = optax.adam(optax.cosine_onecycle_schedule(steps, lr, pct_start=0.25))
     r, info = common.benchmark_fit(model, (xtr, ytr), (xte, yte), optimizer=tx, epochs=epochs, batch_size=batch_size,
@@ -66,7 +69,7 @@ def run(out=None, data_dir=None, seed=0, quick=False, epochs=5, batch_size=64, l
         "data": f"Fashion-MNIST {len(ytr)} train / {len(yte)} test ({ddir})", "real_data": True,
         "protocol": "official train/test split, test accuracy after every epoch",
         "config": {"net": "thesis_fashion_cnn", "optimizer": f"adam, one-cycle cosine, peak {lr}", "epochs": epochs,
-                   "batch_size": batch_size, "augmentation": "flip" + (f" + {crop_pad}-px padded crop" if crop_pad else ""), "seed": seed, "quick": quick},
+                   "batch_size": batch_size, "fast_variance": fast_variance, "augmentation": "flip" + (f" + {crop_pad}-px padded crop" if crop_pad else ""), "seed": seed, "quick": quick},
         "published": {"thesis": "validation accuracy ~0.9", "goal": ">= 92% in <= 8 min"},
         **info, "plots": plots, "torch_reference": torch_refs,
         "metrics": {"test_accuracy": info["test_accuracy"], "train_wall_time_s": info["train_wall_time_s"]},
@@ -93,12 +96,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--crop-pad", type=int, default=0, help="pixels of zero padding for random crops (0: no crops)")
+    p.add_argument("--fast-variance", action=argparse.BooleanOptionalAction, default=True,
+                   help="batch norm takes the variance in one pass, E[x^2]-E[x]^2 (a 1.1-1.2x faster step)")
     p.add_argument("--torch-reference", action=argparse.BooleanOptionalAction, default=None,
                    help="measure PyTorch eager's vgg_small step rate (its own process) before and after training "
                         "(default: on, off with --quick; skipped with a note when PyTorch is not installed)")
     a = p.parse_args(argv)
     run(out=a.out, data_dir=a.data_dir, seed=a.seed, quick=a.quick, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, crop_pad=a.crop_pad, torch_reference=a.torch_reference, argv=argv)
+        lr=a.lr, crop_pad=a.crop_pad, fast_variance=a.fast_variance, torch_reference=a.torch_reference, argv=argv)
     return 0
 
 

@@ -418,6 +418,29 @@ def test_cifar10_recipes_set_each_nets_batch_and_epochs(monkeypatch):
     assert seen["batch_size"] == 32 and seen["epochs"] == 3
 
 
+@pytest.mark.parametrize("experiment, net, argv", [
+    ("cifar10", "thesis_cifar_cnn", ["--nets", "thesis_cifar_cnn"]), ("fashion_mnist", "thesis_fashion_cnn", [])])
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-fast-variance"], False)])
+def test_thesis_nets_get_the_one_pass_variance(experiment, net, argv, flag, expected, tmp_path, shared_data_dir,
+                                                monkeypatch):
+    """The experiments build the thesis nets with the one-pass batch-norm variance unless --no-fast-variance."""
+    import importlib
+
+    from jigcnn import zoo
+
+    class Built(Exception):
+        pass
+
+    def build(**kw):
+        raise Built(kw)
+
+    monkeypatch.setattr(zoo, net, build)
+    module = importlib.import_module(f"experiments.{experiment}")
+    with pytest.raises(Built) as e:
+        module.main(argv + flag + ["--quick", "--out", str(tmp_path / "o")])
+    assert e.value.args[0]["fast_variance"] is expected
+
+
 @pytest.mark.parametrize("net, widths", [("vgg_small", (32, 96, 192)), ("resnet20", (16, 48, 96))])
 def test_cifar10_widths_reach_the_net_and_the_record(net, widths, tmp_path, shared_data_dir, monkeypatch):
     """``--widths`` builds the zoo net with those widths (and the one-pass variance) and names them in the recipe."""

@@ -250,3 +250,15 @@ def test_resnet20_fast_variance_reaches_every_batch_norm(shortcut):
     assert [n.fast_variance for n in norms(plain.layers)] == [False] * expected
     assert [n.fast_variance for n in norms(fast.layers)] == [True] * expected
     assert fast.count_params() == plain.count_params()
+
+
+@pytest.mark.parametrize("net", ["thesis_cifar_cnn", "thesis_fashion_cnn", "vgg_small"])
+def test_fast_variance_reaches_every_batch_norm_of_the_chains(net):
+    from jigcnn import zoo
+    from jigcnn.layers import BatchNorm
+
+    plain, fast = getattr(zoo, net)(), getattr(zoo, net)(fast_variance=True)
+    expected = {"thesis_cifar_cnn": 4, "thesis_fashion_cnn": 4, "vgg_small": 6}[net]
+    assert [n.fast_variance for n in plain.layers if isinstance(n, BatchNorm)] == [False] * expected
+    assert [n.fast_variance for n in fast.layers if isinstance(n, BatchNorm)] == [True] * expected
+    assert fast.count_params() == plain.count_params()

@@ -175,15 +175,15 @@ def annt_lenet(input_shape=(32, 32, 1), classes: int = 10, *,
     return Sequential(_head(layers, head_activation), input_shape=input_shape)
 
 
-def _thesis_cnn(input_shape, classes, dropout, head_activation) -> Sequential:
+def _thesis_cnn(input_shape, classes, dropout, head_activation, fast_variance=False) -> Sequential:
     """Ion Petre's CNN from the thesis: 2x [conv-BN, conv-BN, maxpool, dropout], FC 64, dropout, FC."""
     layers = []
     for width in (32, 64):
         layers += [
             Conv2D(width, 3, padding="same", activation="relu"),
-            BatchNorm(),
+            BatchNorm(fast_variance=fast_variance),
             Conv2D(width, 3, padding="same", activation="relu"),
-            BatchNorm(),
+            BatchNorm(fast_variance=fast_variance),
             MaxPool(2),
             Dropout(dropout),
         ]
@@ -192,22 +192,25 @@ def _thesis_cnn(input_shape, classes, dropout, head_activation) -> Sequential:
 
 
 def thesis_cifar_cnn(classes: int = 10, *, input_shape=(32, 32, 3), dropout: float = 0.25,
-                     head_activation: str | None = "softmax") -> Sequential:
+                     head_activation: str | None = "softmax", fast_variance: bool = False) -> Sequential:
     """The thesis's CIFAR-10 CNN (Sec. 5.1.2, Fig. 22): 329,194 parameters, 384 non-trainable.
 
     conv32(3x3 same, ReLU)-BN-conv32-BN-maxpool 2x2-dropout 0.25, conv64-BN-conv64-BN-maxpool-
     dropout 0.25, flatten (8x8x64 = 4,096), FC 64 (ReLU)-dropout 0.25, FC 10-softmax. ReLU sits
     in the conv layers, before batch norm (Keras `Conv2D(activation='relu')` then
     `BatchNormalization()`); the 384 non-trainable parameters are the four BN layers' running
-    mean and variance: 2*(2*32) + 2*(2*64).
+    mean and variance: 2*(2*32) + 2*(2*64). `fast_variance` is passed to every BatchNorm.
     """
-    return _thesis_cnn(input_shape, classes, dropout, head_activation)
+    return _thesis_cnn(input_shape, classes, dropout, head_activation, fast_variance)
 
 
 def thesis_fashion_cnn(classes: int = 10, *, input_shape=(28, 28, 1), dropout: float = 0.25,
-                       head_activation: str | None = "softmax") -> Sequential:
-    """The same thesis CNN on Fashion-MNIST 28x28x1 (Sec. 5.2.2, Fig. 31): 267,178 parameters, 384 non-trainable."""
-    return _thesis_cnn(input_shape, classes, dropout, head_activation)
+                       head_activation: str | None = "softmax", fast_variance: bool = False) -> Sequential:
+    """The same thesis CNN on Fashion-MNIST 28x28x1 (Sec. 5.2.2, Fig. 31): 267,178 parameters, 384 non-trainable.
+
+    `fast_variance` is passed to every BatchNorm.
+    """
+    return _thesis_cnn(input_shape, classes, dropout, head_activation, fast_variance)
 
 
 def thesis_mlp(input_shape=(32, 32, 3), classes: int = 10, *,
