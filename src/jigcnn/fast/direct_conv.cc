@@ -14,9 +14,10 @@
 // value against a vector of kernel taps; the weight gradient keeps all KH*KW tap accumulators
 // of one input channel in registers and streams the deltas once per input channel. With fewer
 // than 16 maps both are vectorised over 16 output columns instead, so that no lane runs empty
-// (LeNet-5's first conv has 6 maps: 10 of 16 lanes were idle). A single input channel has its own instantiations (CIN = 1: unit strides). Samples
-// are split across XLA's intra-op thread pool; each worker's partial weight gradient is summed at
-// the end in a fixed order, so results do not depend on the thread schedule.
+// (LeNet-5's first conv has 6 maps: 10 of 16 lanes were idle). A single input channel has its
+// own instantiations (CIN = 1: unit strides). Samples are split across XLA's intra-op thread
+// pool; each worker's partial weight gradient is summed at the end in a fixed order, so results
+// do not depend on the thread schedule.
 
 #include <algorithm>
 #include <atomic>
