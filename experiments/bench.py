@@ -113,14 +113,9 @@ def build_model(net: str):
         return zoo.ignet_fig5(CLASSES, head_activation=None)
     if net == "lenet5":
         return zoo.lenet5(NETS[net].input_shape, CLASSES, head_activation=None)
-    if net == "vgg_small":
-        return zoo.vgg_small(CLASSES, head_activation=None, fast_variance=True)
-    if net == "resnet20":
-        # option A shortcuts and the one-pass batch-norm variance, as the experiment trains it
-        return zoo.resnet20(CLASSES, head_activation=None, fast_variance=True)
-    if net in ("thesis_cifar_cnn", "thesis_fashion_cnn"):  # the one-pass variance, as their experiments train them
-        return getattr(zoo, net)(CLASSES, head_activation=None, fast_variance=True)
-    return getattr(zoo, net)(CLASSES, head_activation=None)
+    # the wide nets (vgg_small, the thesis nets, ResNet-20 with option A shortcuts) with the one-pass
+    # batch-norm variance, as their experiments train them
+    return getattr(zoo, net)(CLASSES, head_activation=None, fast_variance=True)
 
 
 def step_flops(model) -> dict:
